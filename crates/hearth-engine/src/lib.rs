@@ -1,0 +1,19 @@
+//! Generation on top of a [`hearth_models::CausalLm`]: sequences with their
+//! KV cache, prompt prefill in chunks, sampling, stop conditions and
+//! streaming of text as it becomes valid UTF-8.
+//!
+//! The engine is synchronous and single-sequence per call; callers that serve
+//! many users run one [`Sequence`] per conversation.
+
+pub mod error;
+pub mod generate;
+pub mod rng;
+pub mod sampling;
+pub use sampling::argmax;
+pub mod stop;
+
+pub use error::EngineError;
+pub use generate::{
+    Engine, FinishReason, Generation, GenerateRequest, Sequence, StreamEvent, Timings,
+};
+pub use sampling::{Sampler, SamplingParams};

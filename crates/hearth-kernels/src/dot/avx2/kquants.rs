@@ -1,0 +1,242 @@
+//! AVX2 tiles for `Q4_K`, `Q5_K` and `Q6_K` against `Q8_K` activations.
+//!
+//! Inside a super-block the products stay in i32 lanes: each run of 32 (or
+//! 16) values is `maddubs`-ed with the activation quants and `madd`-ed with
+//! its 6- or 8-bit scale broadcast to 16 lanes; the super-block's total is
+//! scaled once by `d * dx`. Mins (`Q4_K`, `Q5_K`) and the bias of 32
+//! (`Q6_K`) go through the activation block sums, once per super-block.
+
+use std::arch::x86_64::*;
+
+use super::{Cpu, TileKernel, check_tile, f16x2_to_f32, load128, load256, read_u16, read_u32};
+use crate::quant::QuantizedRow;
+
+pub(super) struct Q4K;
+pub(super) struct Q5K;
+pub(super) struct Q6K;
+
+/// The eight 6-bit scales and mins of a `Q4_K`/`Q5_K` block (12 bytes at
+/// `p`) as `(scales, mins)` in the low 8 bytes of each vector.
+///
+/// # Safety
+/// `p..p + 12` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales_mins_k4(p: *const u8) -> (__m128i, __m128i) {
+    // SAFETY: 12 readable bytes (caller).
+    let (u0, u1, u2) = unsafe { (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8))) };
+    let sc_lo = u0 & 0x3F3F_3F3F;
+    let m_lo = u1 & 0x3F3F_3F3F;
+    let sc_hi = (u2 & 0x0F0F_0F0F) | (((u0 >> 6) & 0x0303_0303) << 4);
+    let m_hi = ((u2 >> 4) & 0x0F0F_0F0F) | (((u1 >> 6) & 0x0303_0303) << 4);
+    (
+        _mm_set_epi32(0, 0, sc_hi as i32, sc_lo as i32),
+        _mm_set_epi32(0, 0, m_hi as i32, m_lo as i32),
+    )
+}
+
+/// Lane-broadcast of i16 element `j` of a vector holding eight i16 in each
+/// 128-bit half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn broadcast_i16(v: __m256i, j: usize) -> __m256i {
+    let lo = (2 * j) as i16;
+    _mm256_shuffle_epi8(v, _mm256_set1_epi16(((lo + 1) << 8) | lo))
+}
+
+/// Shared tile of `Q4_K` (`HIGH_BITS = false`) and `Q5_K`.
+///
+/// # Safety
+/// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q45_k<const HIGH_BITS: bool, const R: usize, const T: usize>(
+    n_blocks: usize,
+    w: [&[u8]; R],
+    x: [QuantizedRow<'_>; T],
+) -> [[f32; T]; R] {
+    let block_bytes = if HIGH_BITS { 176 } else { 144 };
+    let qs_offset = if HIGH_BITS { 48 } else { 16 };
+    let low4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..n_blocks {
+        for r in 0..R {
+            // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
+            let p = unsafe { w[r].as_ptr().add(b * block_bytes) };
+            // SAFETY: the block header (d, dmin, 12 scale bytes) is in bounds.
+            let (dm, (scales, mins)) = unsafe { (f16x2_to_f32(read_u32(p)), scales_mins_k4(p.add(4))) };
+            let d = _mm_cvtss_f32(dm);
+            let dmin = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+            let scales16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales));
+            let mins_pairs = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
+            // SAFETY: `qh` (Q5_K) lies inside the block.
+            let mut high = if HIGH_BITS { unsafe { load256(p.add(16)) } } else { _mm256_setzero_si256() };
+            let mut sums = [_mm256_setzero_si256(); T];
+            for j in 0..4 {
+                // SAFETY: 32 of the block's 128 quant bytes.
+                let q = unsafe { load256(p.add(qs_offset + 32 * j)) };
+                let mut lo = _mm256_and_si256(q, low4);
+                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
+                if HIGH_BITS {
+                    let bit = _mm256_set1_epi8(0x10);
+                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(high), bit));
+                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(high), bit));
+                    high = _mm256_srli_epi16::<2>(high);
+                }
+                let sc_lo = broadcast_i16(scales16, 2 * j);
+                let sc_hi = broadcast_i16(scales16, 2 * j + 1);
+                for t in 0..T {
+                    // SAFETY: activation quants `256 b + 64 j ..+64` exist.
+                    let (xa, xb) = unsafe {
+                        let xp = x[t].qs.as_ptr().add(b * 256 + 64 * j).cast::<u8>();
+                        (load256(xp), load256(xp.add(32)))
+                    };
+                    let pa = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xa), sc_lo);
+                    let pb = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xb), sc_hi);
+                    sums[t] = _mm256_add_epi32(sums[t], _mm256_add_epi32(pa, pb));
+                }
+            }
+            for t in 0..T {
+                // SAFETY: 16 block sums and a scale per activation block.
+                let (bsums, dx) = unsafe {
+                    (load256(x[t].bsums.as_ptr().add(b * 16).cast()), *x[t].d.get_unchecked(b))
+                };
+                let min_sum = _mm256_madd_epi16(bsums, mins_pairs);
+                let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), _mm256_set1_ps(d * dx), acc[r][t]);
+                acc[r][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(min_sum), _mm256_set1_ps(dmin * dx), v);
+            }
+        }
+    }
+    finish(acc)
+}
+
+/// Horizontal sums of the accumulators.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn finish<const R: usize, const T: usize>(acc: [[__m256; T]; R]) -> [[f32; T]; R] {
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = super::hsum_ps(acc[r][t]);
+        }
+    }
+    out
+}
+
+impl TileKernel for Q4K {
+    const BLOCK_BYTES: usize = 144;
+    const BLOCK_VALUES: usize = 256;
+    #[inline(always)]
+    fn tile<const R: usize, const T: usize>(
+        _cpu: Cpu,
+        n_blocks: usize,
+        w: [&[u8]; R],
+        x: [QuantizedRow<'_>; T],
+    ) -> [[f32; T]; R] {
+        check_tile(n_blocks, 144, 256, &w, &x, 16, false);
+        // SAFETY: the `Cpu` token proves the features; lengths checked.
+        unsafe { tile_q45_k::<false, R, T>(n_blocks, w, x) }
+    }
+}
+
+impl TileKernel for Q5K {
+    const BLOCK_BYTES: usize = 176;
+    const BLOCK_VALUES: usize = 256;
+    #[inline(always)]
+    fn tile<const R: usize, const T: usize>(
+        _cpu: Cpu,
+        n_blocks: usize,
+        w: [&[u8]; R],
+        x: [QuantizedRow<'_>; T],
+    ) -> [[f32; T]; R] {
+        check_tile(n_blocks, 176, 256, &w, &x, 16, false);
+        // SAFETY: the `Cpu` token proves the features; lengths checked.
+        unsafe { tile_q45_k::<true, R, T>(n_blocks, w, x) }
+    }
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q6_k<const R: usize, const T: usize>(
+    n_blocks: usize,
+    w: [&[u8]; R],
+    x: [QuantizedRow<'_>; T],
+) -> [[f32; T]; R] {
+    let low4 = _mm256_set1_epi8(0x0F);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..n_blocks {
+        for r in 0..R {
+            // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
+            let p = unsafe { w[r].as_ptr().add(b * 210) };
+            // SAFETY: scales (16 bytes at 192) and d (at 208) are in the block.
+            let (scales8, d) = unsafe { (load128(p.add(192)), super::f16_to_f32(read_u16(p.add(208)))) };
+            let mut sums = [_mm256_setzero_si256(); T];
+            for half in 0..2 {
+                // SAFETY: `ql` (128 bytes at 0) and `qh` (64 at 128) halves.
+                let (qa, qb, qh) = unsafe {
+                    (load256(p.add(64 * half)), load256(p.add(64 * half + 32)), load256(p.add(128 + 32 * half)))
+                };
+                let values = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(qa, low4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(qh, _mm256_set1_epi8(0x03))),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(qb, low4),
+                        _mm256_slli_epi16::<2>(_mm256_and_si256(qh, _mm256_set1_epi8(0x0C))),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(qa), low4),
+                        _mm256_and_si256(qh, _mm256_set1_epi8(0x30)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(qb), low4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), _mm256_set1_epi8(0x30)),
+                    ),
+                ];
+                for (k, &v) in values.iter().enumerate() {
+                    // Scales of runs 8 half + 2 k (low 16 values) and the next.
+                    let first = (8 * half + 2 * k) as i64;
+                    let pick = _mm_set_epi64x((first + 1) * 0x0101_0101_0101_0101, first * 0x0101_0101_0101_0101);
+                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales8, pick));
+                    for t in 0..T {
+                        // SAFETY: activation quants `256 b + 128 half + 32 k ..+32`.
+                        let xq = unsafe { load256(x[t].qs.as_ptr().add(b * 256 + 128 * half + 32 * k).cast()) };
+                        let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(v, xq), sc);
+                        sums[t] = _mm256_add_epi32(sums[t], prod);
+                    }
+                }
+            }
+            let scales16 = _mm256_cvtepi8_epi16(scales8);
+            for t in 0..T {
+                // SAFETY: 16 block sums and a scale per activation block.
+                let (bsums, dx) = unsafe {
+                    (load256(x[t].bsums.as_ptr().add(b * 16).cast()), *x[t].d.get_unchecked(b))
+                };
+                // The stored values are biased by 32: subtract 32 * sum(scale * bsum).
+                let bias = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, bsums));
+                let total = _mm256_sub_epi32(sums[t], bias);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * dx), acc[r][t]);
+            }
+        }
+    }
+    finish(acc)
+}
+
+impl TileKernel for Q6K {
+    const BLOCK_BYTES: usize = 210;
+    const BLOCK_VALUES: usize = 256;
+    #[inline(always)]
+    fn tile<const R: usize, const T: usize>(
+        _cpu: Cpu,
+        n_blocks: usize,
+        w: [&[u8]; R],
+        x: [QuantizedRow<'_>; T],
+    ) -> [[f32; T]; R] {
+        check_tile(n_blocks, 210, 256, &w, &x, 16, false);
+        // SAFETY: the `Cpu` token proves the features; lengths checked.
+        unsafe { tile_q6_k::<R, T>(n_blocks, w, x) }
+    }
+}

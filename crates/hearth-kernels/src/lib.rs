@@ -1,0 +1,45 @@
+//! Hot CPU kernels for Hearth's inference runtime.
+//!
+//! Weights stay in their on-disk (GGUF) block formats and are never
+//! dequantized as a whole: matrix products quantize the activations to the
+//! 8-bit companion format of each weight type (as llama.cpp does, so results
+//! agree with it to float rounding) and run integer dot products over the
+//! blocks, with AVX2/FMA code selected at run time and a portable fallback.
+//! Everything here is checked against naive code in tests.
+
+mod dot;
+pub mod dtype;
+pub mod matmul;
+pub mod ops;
+pub mod pool;
+pub mod quant;
+
+pub use dtype::WeightType;
+pub use matmul::{Matrix, MatmulScratch, matmul};
+pub use quant::{dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
+pub use pool::ThreadPool;
+
+/// Errors from kernel entry points that validate their arguments.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KernelError {
+    /// A buffer does not have the size its shape and type require.
+    #[error("{what}: expected {expected} bytes for {rows}x{cols} {ty:?}, got {actual}")]
+    BadSize {
+        what: &'static str,
+        ty: WeightType,
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        actual: usize,
+    },
+    /// The row width is not a multiple of the type's block size.
+    #[error("row width {cols} is not a multiple of the {ty:?} block size {block}")]
+    BadRowWidth { ty: WeightType, cols: usize, block: usize },
+    /// A row index past the end of a matrix.
+    #[error("row {row} is out of range for a matrix of {rows} rows")]
+    RowOutOfRange { row: usize, rows: usize },
+    /// The operation is not implemented for this weight type.
+    #[error("{op} is not supported for {ty:?}")]
+    Unsupported { op: &'static str, ty: WeightType },
+}

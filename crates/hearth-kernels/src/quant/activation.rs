@@ -1,0 +1,316 @@
+//! Activation quantizers: f32 rows to `Q8_0`, `Q8_1` and `Q8_K`.
+//!
+//! Rounding reproduces what ggml runs on x86: for `Q8_0`/`Q8_1` the scale is
+//! `amax / 127` stored as f16 and values are `round_ties_even(x * 127 /
+//! amax)`; for `Q8_K` the scale is f32 `1 / iscale` with `iscale = -127 /
+//! max` (`max` the signed value of largest magnitude) and values are
+//! `min(127, round_ties_even(iscale * x))`.
+//!
+//! [`QuantizedRows`] holds the same numbers as struct-of-arrays for the
+//! matrix product: quants contiguous per row, scales widened to f32 (the
+//! exact values of the f16 that ggml stores) and block sums precomputed.
+
+use half::f16;
+
+use super::{QK, QK_K};
+use crate::pool::SendPtr;
+use crate::{KernelError, ThreadPool, WeightType};
+
+/// Bytes of one ggml `block_q8_0`: f16 `d`, `qs[32]`.
+pub const BLOCK_Q8_0_BYTES: usize = 34;
+/// Bytes of one ggml `block_q8_1`: f16 `d`, f16 `s = d * sum(qs)`, `qs[32]`.
+pub const BLOCK_Q8_1_BYTES: usize = 36;
+/// Bytes of one ggml `block_q8_K`: f32 `d`, `qs[256]`, i16 `bsums[16]`.
+pub const BLOCK_Q8_K_BYTES: usize = 292;
+
+/// One 32-value block quantized as `Q8_0`/`Q8_1` do it.
+struct Block32 {
+    /// `amax / 127` in f32 (ggml stores it rounded to f16).
+    d: f32,
+    qs: [i8; QK],
+    sum: i32,
+}
+
+#[inline(always)]
+fn quantize_block32(x: &[f32]) -> Block32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut qs = [0i8; QK];
+    let mut sum = 0i32;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        let r = (v * id).round_ties_even().clamp(-127.0, 127.0) as i8;
+        *q = r;
+        sum += r as i32;
+    }
+    Block32 { d, qs, sum }
+}
+
+/// Rounds an f32 to the nearest f16 and back.
+#[inline(always)]
+fn via_f16(v: f32) -> f32 {
+    f16::from_f32(v).to_f32()
+}
+
+/// One 256-value block quantized as `Q8_K`: `(d, qs)`.
+#[inline(always)]
+fn quantize_block_k(x: &[f32], qs: &mut [i8]) -> f32 {
+    let mut amax = 0.0f32;
+    let mut max = 0.0f32;
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        qs.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = (iscale * v).round_ties_even().clamp(-128.0, 127.0) as i8;
+    }
+    1.0 / iscale
+}
+
+fn check_lengths(
+    what: &'static str,
+    x: &[f32],
+    dst: &[u8],
+    block: usize,
+    block_bytes: usize,
+) -> Result<usize, KernelError> {
+    let ty = WeightType::F32;
+    if !x.len().is_multiple_of(block) {
+        return Err(KernelError::BadRowWidth { ty, cols: x.len(), block });
+    }
+    let n_blocks = x.len() / block;
+    let expected = n_blocks * block_bytes;
+    if dst.len() != expected {
+        return Err(KernelError::BadSize {
+            what,
+            ty,
+            rows: 1,
+            cols: x.len(),
+            expected,
+            actual: dst.len(),
+        });
+    }
+    Ok(n_blocks)
+}
+
+/// Quantizes `x` to ggml `block_q8_0`s in `dst`.
+/// `x.len()` must be a multiple of 32 and `dst.len()` `x.len() / 32 * 34`.
+pub fn quantize_row_q8_0(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    check_lengths("q8_0 destination", x, dst, QK, BLOCK_Q8_0_BYTES)?;
+    for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_Q8_0_BYTES)) {
+        let b = quantize_block32(xb);
+        out[0..2].copy_from_slice(&f16::from_f32(b.d).to_le_bytes());
+        for (o, q) in out[2..].iter_mut().zip(b.qs) {
+            *o = q as u8;
+        }
+    }
+    Ok(())
+}
+
+/// Quantizes `x` to ggml `block_q8_1`s in `dst`.
+/// `x.len()` must be a multiple of 32 and `dst.len()` `x.len() / 32 * 36`.
+pub fn quantize_row_q8_1(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    check_lengths("q8_1 destination", x, dst, QK, BLOCK_Q8_1_BYTES)?;
+    for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_Q8_1_BYTES)) {
+        let b = quantize_block32(xb);
+        out[0..2].copy_from_slice(&f16::from_f32(b.d).to_le_bytes());
+        out[2..4].copy_from_slice(&f16::from_f32(b.d * b.sum as f32).to_le_bytes());
+        for (o, q) in out[4..].iter_mut().zip(b.qs) {
+            *o = q as u8;
+        }
+    }
+    Ok(())
+}
+
+/// Quantizes `x` to ggml `block_q8_K`s in `dst`.
+/// `x.len()` must be a multiple of 256 and `dst.len()` `x.len() / 256 * 292`.
+pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    check_lengths("q8_K destination", x, dst, QK_K, BLOCK_Q8_K_BYTES)?;
+    let mut qs = [0i8; QK_K];
+    for (xb, out) in x.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_Q8_K_BYTES)) {
+        let d = quantize_block_k(xb, &mut qs);
+        out[0..4].copy_from_slice(&d.to_le_bytes());
+        for (o, &q) in out[4..260].iter_mut().zip(&qs) {
+            *o = q as u8;
+        }
+        for (j, sums) in out[260..292].chunks_exact_mut(2).enumerate() {
+            let s: i32 = qs[j * 16..(j + 1) * 16].iter().map(|&q| q as i32).sum();
+            sums.copy_from_slice(&(s as i16).to_le_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// The 8-bit format activations are quantized to for a weight type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ActivationFormat {
+    /// 32-value blocks; `s` holds `d * sum(qs)` unrounded (`Q4_0`, `Q5_0`,
+    /// `Q8_0` weights).
+    Q8_0,
+    /// 32-value blocks; `s` holds `f16(d * sum(qs))` as ggml's `Q8_1`
+    /// (`Q4_1`, `Q5_1` weights).
+    Q8_1,
+    /// 256-value blocks with f32 `d` and sums per 16 values (K-quants).
+    Q8K,
+}
+
+impl ActivationFormat {
+    pub(crate) fn block(self) -> usize {
+        match self {
+            Self::Q8_0 | Self::Q8_1 => QK,
+            Self::Q8K => QK_K,
+        }
+    }
+}
+
+/// Rows of activations quantized to an 8-bit format, struct-of-arrays.
+///
+/// For row `t` with `nb = cols / block` blocks: `qs[t * cols..][..cols]` the
+/// quants, `d[t * nb..][..nb]` the block scales (f16-exact values for the
+/// 32-value formats), `s[t * nb..][..nb]` `d * sum(qs)` per block (32-value
+/// formats), and `bsums[t * cols / 16..][..cols / 16]` the sum of each run of
+/// 16 quants (`Q8K`).
+#[derive(Debug, Default)]
+pub(crate) struct QuantizedRows {
+    pub(crate) cols: usize,
+    pub(crate) n_rows: usize,
+    pub(crate) qs: Vec<i8>,
+    pub(crate) d: Vec<f32>,
+    pub(crate) s: Vec<f32>,
+    pub(crate) bsums: Vec<i16>,
+}
+
+/// One row of [`QuantizedRows`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QuantizedRow<'a> {
+    pub(crate) qs: &'a [i8],
+    pub(crate) d: &'a [f32],
+    pub(crate) s: &'a [f32],
+    pub(crate) bsums: &'a [i16],
+}
+
+impl QuantizedRows {
+    /// Sizes the buffers for `n_rows` rows of `cols` (growing only).
+    /// `cols` must be a multiple of the format's block.
+    pub(crate) fn resize(&mut self, format: ActivationFormat, n_rows: usize, cols: usize) {
+        let nb = cols / format.block();
+        self.cols = cols;
+        self.n_rows = n_rows;
+        grow(&mut self.qs, n_rows * cols, 0);
+        grow(&mut self.d, n_rows * nb, 0.0);
+        match format {
+            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => grow(&mut self.s, n_rows * nb, 0.0),
+            ActivationFormat::Q8K => grow(&mut self.bsums, n_rows * cols / 16, 0),
+        }
+    }
+
+    /// Row `t`.
+    pub(crate) fn row(&self, format: ActivationFormat, t: usize) -> QuantizedRow<'_> {
+        let nb = self.cols / format.block();
+        let (s, bsums): (&[f32], &[i16]) = match format {
+            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => (&self.s[t * nb..(t + 1) * nb], &[]),
+            ActivationFormat::Q8K => (&[], &self.bsums[t * self.cols / 16..(t + 1) * self.cols / 16]),
+        };
+        QuantizedRow {
+            qs: &self.qs[t * self.cols..(t + 1) * self.cols],
+            d: &self.d[t * nb..(t + 1) * nb],
+            s,
+            bsums,
+        }
+    }
+}
+
+impl QuantizedRows {
+    /// Quantizes the `n_rows` rows of `cols` values in `x` (rows spread over
+    /// `pool` when there are several). `x.len()` must be `n_rows * cols` and
+    /// `cols` a multiple of the format's block.
+    pub(crate) fn quantize(
+        &mut self,
+        pool: &ThreadPool,
+        format: ActivationFormat,
+        x: &[f32],
+        cols: usize,
+        n_rows: usize,
+        force_scalar: bool,
+    ) {
+        self.resize(format, n_rows, cols);
+        let nb = cols / format.block();
+        let sums_per_row = match format {
+            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => 0,
+            ActivationFormat::Q8K => cols / 16,
+        };
+        let s_per_row = if sums_per_row == 0 { nb } else { 0 };
+        let qs = SendPtr::new(self.qs.as_mut_ptr());
+        let d = SendPtr::new(self.d.as_mut_ptr());
+        let s = SendPtr::new(self.s.as_mut_ptr());
+        let bsums = SendPtr::new(self.bsums.as_mut_ptr());
+        let one_row = |t: usize| {
+            // SAFETY: `resize` made every buffer hold `n_rows` rows of the
+            // per-row lengths used here, and row `t` is written by this call
+            // only (each index runs once) while `self` is mutably borrowed.
+            let slots = unsafe {
+                RowSlots {
+                    qs: std::slice::from_raw_parts_mut(qs.get().add(t * cols), cols),
+                    d: std::slice::from_raw_parts_mut(d.get().add(t * nb), nb),
+                    s: std::slice::from_raw_parts_mut(s.get().add(t * s_per_row), s_per_row),
+                    bsums: std::slice::from_raw_parts_mut(bsums.get().add(t * sums_per_row), sums_per_row),
+                }
+            };
+            quantize_row_into(format, &x[t * cols..(t + 1) * cols], slots, force_scalar);
+        };
+        if n_rows >= 4 && pool.n_threads() > 1 {
+            pool.run(n_rows, &one_row);
+        } else {
+            (0..n_rows).for_each(one_row);
+        }
+    }
+}
+
+fn grow<T: Copy>(v: &mut Vec<T>, len: usize, fill: T) {
+    if v.len() < len {
+        v.resize(len, fill);
+    }
+}
+
+/// Mutable views of one row's buffers, for quantizing into.
+pub(crate) struct RowSlots<'a> {
+    pub(crate) qs: &'a mut [i8],
+    pub(crate) d: &'a mut [f32],
+    pub(crate) s: &'a mut [f32],
+    pub(crate) bsums: &'a mut [i16],
+}
+
+/// Quantizes one activation row `x` into `slots`.
+pub(crate) fn quantize_row_into(format: ActivationFormat, x: &[f32], slots: RowSlots<'_>, force_scalar: bool) {
+    let _ = force_scalar;
+    match format {
+        ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => {
+            for (b, (xb, qs)) in x.chunks_exact(QK).zip(slots.qs.chunks_exact_mut(QK)).enumerate() {
+                let block = quantize_block32(xb);
+                qs.copy_from_slice(&block.qs);
+                let d16 = via_f16(block.d);
+                slots.d[b] = d16;
+                slots.s[b] = if format == ActivationFormat::Q8_1 {
+                    via_f16(block.d * block.sum as f32)
+                } else {
+                    d16 * block.sum as f32
+                };
+            }
+        }
+        ActivationFormat::Q8K => {
+            for (b, (xb, qs)) in x.chunks_exact(QK_K).zip(slots.qs.chunks_exact_mut(QK_K)).enumerate() {
+                slots.d[b] = quantize_block_k(xb, qs);
+                for (j, run) in qs.chunks_exact(16).enumerate() {
+                    slots.bsums[b * 16 + j] = run.iter().map(|&q| q as i16).sum();
+                }
+            }
+        }
+    }
+}

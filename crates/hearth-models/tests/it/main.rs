@@ -1,0 +1,8 @@
+//! The integration tests of hearth-models (one binary, one module per area).
+
+mod chat_template;
+mod gguf;
+mod store;
+mod support;
+mod scratch_reference;
+mod tokenizer;
