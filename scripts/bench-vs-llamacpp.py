@@ -400,8 +400,15 @@ def report(meta: dict, results: list[dict]) -> str:
     baselines = [value for value in baselines if value is not None]
     lines.append("")
     pressure = [meta[key]["cpu_pressure_avg10_pct"] for key in ("load_at_start", "load_at_end")]
-    if any(value is not None and value > 10.0 for value in pressure):
-        lines.append("**Warning: other processes competed for the CPU during this run; the numbers are noisy.**")
+    pressure += [run.get("cpu_pressure_before_pct") for entry in results
+                 for side in ("hearth", "llama_cpp") for run in entry[side]]
+    busiest = max((value for value in pressure if value is not None), default=None)
+    if busiest is not None and busiest > 10.0:
+        lines.append(
+            f"**Warning: other processes competed for the CPU during this run (CPU pressure up to "
+            f"{busiest:.0f}%); the numbers are noisy. llama.cpp's multi-threaded decode (OpenMP, "
+            f"spinning threads) degrades sharply when it does not have the cores to itself.**"
+        )
         lines.append("")
     if baselines:
         lines.append(

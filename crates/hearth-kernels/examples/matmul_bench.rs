@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use hearth_kernels::{Matrix, MatmulScratch, ThreadPool, WeightType, matmul};
+use hearth_kernels::{MatmulScratch, Matrix, ThreadPool, WeightType, matmul};
 
 const LAYERS: usize = 30;
 /// `(type, rows, cols)` of a layer's q, k, v, o, gate, up, down.
@@ -73,11 +73,15 @@ fn matrix(shape: (WeightType, usize, usize), data: &[u8]) -> Matrix<'_> {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let thread_counts = if args.is_empty() { vec![1, 2] } else { args };
     let mut rng = Rng(0x1234_5678_9abc_def1);
-    let layers: Vec<Vec<Vec<u8>>> =
-        (0..LAYERS).map(|_| LAYER_SHAPES.iter().map(|&s| weights(s, &mut rng)).collect()).collect();
+    let layers: Vec<Vec<Vec<u8>>> = (0..LAYERS)
+        .map(|_| LAYER_SHAPES.iter().map(|&s| weights(s, &mut rng)).collect())
+        .collect();
     let output = weights(OUTPUT, &mut rng);
     let x_max = activations(128 * 1536, &mut rng);
     let mut out = vec![0.0f32; 128 * 49152];
@@ -85,8 +89,11 @@ fn main() {
     for &threads in &thread_counts {
         let pool = ThreadPool::new(threads);
         let mut scratch = MatmulScratch::default();
-        let mut shapes: Vec<(WeightType, usize, usize, &[u8])> =
-            LAYER_SHAPES.iter().zip(&layers[0]).map(|(&(t, r, c), d)| (t, r, c, d.as_slice())).collect();
+        let mut shapes: Vec<(WeightType, usize, usize, &[u8])> = LAYER_SHAPES
+            .iter()
+            .zip(&layers[0])
+            .map(|(&(t, r, c), d)| (t, r, c, d.as_slice()))
+            .collect();
         shapes.remove(2);
         shapes.push((OUTPUT.0, OUTPUT.1, OUTPUT.2, &output));
         for n_tokens in [1usize, 128] {
@@ -118,10 +125,22 @@ fn main() {
                 }
             }
             let o = &mut out[..OUTPUT.1];
-            matmul(&pool, &matrix(OUTPUT, &output), &x_max[..OUTPUT.2], 1, o, scratch).expect("matmul");
+            matmul(
+                &pool,
+                &matrix(OUTPUT, &output),
+                &x_max[..OUTPUT.2],
+                1,
+                o,
+                scratch,
+            )
+            .expect("matmul");
         };
-        let step = best_time(|| forward(1, &mut out, &mut scratch), Duration::from_millis(1500));
-        let total_bytes: usize = layers.iter().flatten().map(Vec::len).sum::<usize>() + output.len();
+        let step = best_time(
+            || forward(1, &mut out, &mut scratch),
+            Duration::from_millis(1500),
+        );
+        let total_bytes: usize =
+            layers.iter().flatten().map(Vec::len).sum::<usize>() + output.len();
         println!(
             "threads {threads}: decode step {:.2} ms = {:.1} tok/s, {:.1} GB/s over {:.0} MB (matmuls only)",
             step.as_secs_f64() * 1e3,
@@ -129,7 +148,10 @@ fn main() {
             total_bytes as f64 / step.as_secs_f64() / 1e9,
             total_bytes as f64 / 1e6
         );
-        let prefill = best_time(|| forward(128, &mut out, &mut scratch), Duration::from_millis(1500));
+        let prefill = best_time(
+            || forward(128, &mut out, &mut scratch),
+            Duration::from_millis(1500),
+        );
         println!(
             "threads {threads}: prefill 128 tokens {:.1} ms = {:.1} tok/s (matmuls only)",
             prefill.as_secs_f64() * 1e3,

@@ -8,6 +8,7 @@
 //! Everything here is checked against naive code in tests.
 
 mod dot;
+pub mod attention;
 pub mod dtype;
 pub mod matmul;
 pub mod ops;
@@ -15,9 +16,9 @@ pub mod pool;
 pub mod quant;
 
 pub use dtype::WeightType;
-pub use matmul::{Matrix, MatmulScratch, matmul};
-pub use quant::{dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
+pub use matmul::{MatmulScratch, Matrix, matmul};
 pub use pool::ThreadPool;
+pub use quant::{dequantize_row, quantize_row_q8_0, quantize_row_q8_1, quantize_row_q8_k};
 
 /// Errors from kernel entry points that validate their arguments.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -35,7 +36,18 @@ pub enum KernelError {
     },
     /// The row width is not a multiple of the type's block size.
     #[error("row width {cols} is not a multiple of the {ty:?} block size {block}")]
-    BadRowWidth { ty: WeightType, cols: usize, block: usize },
+    BadRowWidth {
+        ty: WeightType,
+        cols: usize,
+        block: usize,
+    },
+    /// A slice does not have the number of elements its shape requires.
+    #[error("{what}: expected {expected} elements, got {actual}")]
+    BadLength {
+        what: &'static str,
+        expected: usize,
+        actual: usize,
+    },
     /// A row index past the end of a matrix.
     #[error("row {row} is out of range for a matrix of {rows} rows")]
     RowOutOfRange { row: usize, rows: usize },

@@ -27,9 +27,16 @@ pub struct Matrix<'a> {
 
 impl<'a> Matrix<'a> {
     /// Checks that `data` holds exactly `rows` rows of `cols` values of `ty`.
-    pub fn new(ty: WeightType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, KernelError> {
+    pub fn new(
+        ty: WeightType,
+        rows: usize,
+        cols: usize,
+        data: &'a [u8],
+    ) -> Result<Self, KernelError> {
         let block = ty.block_size();
-        let row_bytes = ty.row_bytes(cols).ok_or(KernelError::BadRowWidth { ty, cols, block })?;
+        let row_bytes = ty
+            .row_bytes(cols)
+            .ok_or(KernelError::BadRowWidth { ty, cols, block })?;
         let expected = row_bytes.checked_mul(rows).ok_or(KernelError::BadSize {
             what: "matrix",
             ty,
@@ -39,9 +46,21 @@ impl<'a> Matrix<'a> {
             actual: data.len(),
         })?;
         if data.len() != expected {
-            return Err(KernelError::BadSize { what: "matrix", ty, rows, cols, expected, actual: data.len() });
+            return Err(KernelError::BadSize {
+                what: "matrix",
+                ty,
+                rows,
+                cols,
+                expected,
+                actual: data.len(),
+            });
         }
-        Ok(Self { ty, rows, cols, data })
+        Ok(Self {
+            ty,
+            rows,
+            cols,
+            data,
+        })
     }
 
     pub fn ty(&self) -> WeightType {
@@ -69,12 +88,16 @@ impl<'a> Matrix<'a> {
     /// The stored bytes of row `row`, if it exists.
     pub fn row_data(&self, row: usize) -> Option<&'a [u8]> {
         let row_bytes = self.row_bytes();
-        self.data.get(row.checked_mul(row_bytes)?..(row + 1).checked_mul(row_bytes)?)
+        self.data
+            .get(row.checked_mul(row_bytes)?..(row + 1).checked_mul(row_bytes)?)
     }
 
     /// Dequantizes row `row` into `dst` (`dst.len() == cols`).
     pub fn dequantize_row(&self, row: usize, dst: &mut [f32]) -> Result<(), KernelError> {
-        let src = self.row_data(row).ok_or(KernelError::RowOutOfRange { row, rows: self.rows })?;
+        let src = self.row_data(row).ok_or(KernelError::RowOutOfRange {
+            row,
+            rows: self.rows,
+        })?;
         crate::quant::dequantize_row(self.ty, src, dst)
     }
 }
@@ -124,10 +147,18 @@ pub fn matmul_portable(
     matmul_with(pool, w, x, n_tokens, out, scratch, true)
 }
 
-fn check_len(what: &'static str, w: &Matrix<'_>, rows: usize, expected: Option<usize>, actual: usize) -> Result<(), KernelError> {
+fn check_len(
+    what: &'static str,
+    expected: Option<usize>,
+    actual: usize,
+) -> Result<(), KernelError> {
     let expected = expected.unwrap_or(usize::MAX);
     if expected != actual {
-        return Err(KernelError::BadSize { what, ty: WeightType::F32, rows, cols: w.cols, expected, actual });
+        return Err(KernelError::BadLength {
+            what,
+            expected,
+            actual,
+        });
     }
     Ok(())
 }
@@ -141,24 +172,43 @@ fn matmul_with(
     scratch: &mut MatmulScratch,
     force_scalar: bool,
 ) -> Result<(), KernelError> {
-    check_len("matmul input", w, n_tokens, n_tokens.checked_mul(w.cols), x.len())?;
-    check_len("matmul output", w, n_tokens, n_tokens.checked_mul(w.rows), out.len())?;
+    check_len("matmul input", n_tokens.checked_mul(w.cols), x.len())?;
+    check_len("matmul output", n_tokens.checked_mul(w.rows), out.len())?;
     if n_tokens == 0 || w.rows == 0 {
         return Ok(());
     }
     let format = dot::activation_format(w.ty);
     if let Some(format) = format {
-        scratch.acts.quantize(pool, format, x, w.cols, n_tokens, force_scalar);
+        scratch
+            .acts
+            .quantize(pool, format, x, w.cols, n_tokens, force_scalar);
     }
     let kernels = dot::select(w.ty, force_scalar);
-    let (row_chunk, token_chunk, prefill) = plan(w.rows, n_tokens, kernels.tile, pool.n_threads());
-    let kernel = if prefill { kernels.prefill } else { kernels.decode };
+    let (row_chunk, token_chunk, prefill) = plan(
+        w.rows,
+        w.row_bytes(),
+        n_tokens,
+        kernels.tile,
+        pool.n_threads(),
+    );
+    let kernel = if prefill {
+        kernels.prefill
+    } else {
+        kernels.decode
+    };
     let row_chunks = w.rows.div_ceil(row_chunk);
     let token_chunks = n_tokens.div_ceil(token_chunk);
-    // SAFETY: `out` is only written through this view until the loop below
-    // returns, and every task writes the elements of its own rectangle.
+    // SAFETY: every task below writes the elements of its own rectangle
+    // (the rectangles partition the output).
     let view = unsafe { OutView::new(out, w.rows) };
-    let job = Job { w: *w, row_bytes: w.row_bytes(), x, acts: &scratch.acts, format, out: &view };
+    let job = Job {
+        w: *w,
+        row_bytes: w.row_bytes(),
+        x,
+        acts: &scratch.acts,
+        format,
+        out: &view,
+    };
     let rect = |i: usize| -> (Range<usize>, Range<usize>) {
         let (rc, tc) = (i % row_chunks, i / row_chunks);
         let rows = rc * row_chunk..((rc + 1) * row_chunk).min(w.rows);
@@ -174,7 +224,13 @@ fn matmul_with(
 
 /// Chunk sizes `(rows, tokens)` of the rectangles a product is cut into,
 /// and whether to use the prefill kernel.
-fn plan(rows: usize, n_tokens: usize, tile: Tile, n_threads: usize) -> (usize, usize, bool) {
+fn plan(
+    rows: usize,
+    row_bytes: usize,
+    n_tokens: usize,
+    tile: Tile,
+    n_threads: usize,
+) -> (usize, usize, bool) {
     /// Tokens whose quantized activations a prefill task keeps hot.
     const PREFILL_TOKENS: usize = 32;
     /// Rows a prefill task streams against its token block.
@@ -183,9 +239,19 @@ fn plan(rows: usize, n_tokens: usize, tile: Tile, n_threads: usize) -> (usize, u
     const DECODE_CHUNKS_PER_THREAD: usize = 2;
     /// Decode chunks are whole multiples of the decode kernels' row tiles.
     const DECODE_ROW_MULTIPLE: usize = 4;
+    /// Least weight bytes per decode chunk: below this, handing work to
+    /// another thread costs more than it saves.
+    const MIN_DECODE_CHUNK_BYTES: usize = 16 * 1024;
     let round_up = |v: usize, m: usize| v.div_ceil(m) * m;
     if n_tokens < tile.tokens.max(2) {
-        let n_chunks = if n_threads > 1 { n_threads * DECODE_CHUNKS_PER_THREAD } else { 1 };
+        let worth = (rows.saturating_mul(row_bytes).saturating_mul(n_tokens)
+            / MIN_DECODE_CHUNK_BYTES)
+            .max(1);
+        let n_chunks = if n_threads > 1 {
+            (n_threads * DECODE_CHUNKS_PER_THREAD).min(worth)
+        } else {
+            1
+        };
         let chunk = round_up(rows.div_ceil(n_chunks).max(1), DECODE_ROW_MULTIPLE);
         return (chunk, n_tokens, false);
     }

@@ -7,10 +7,39 @@
 
 use half::f16;
 
-/// `out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]`, over the common
-/// length of the three slices.
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// Whether the AVX2/F16C kernels can be used (detected once, then cached by
+/// the standard library).
+#[inline]
+fn simd() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `sqrt(2 / pi)`, the constant of the tanh approximation of GELU.
+const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+
+/// `out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]`; the mean is over all
+/// of `x`, the output over the common length of the three slices.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     if x.is_empty() {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the features were detected.
+        unsafe {
+            let scale = 1.0 / (avx2::sum_squares(x) / x.len() as f32 + eps).sqrt();
+            avx2::scale_mul(x, weight, scale, out);
+        }
         return;
     }
     let sum_sq: f32 = x.iter().map(|v| v * v).sum();
@@ -29,6 +58,11 @@ pub fn softmax(x: &mut [f32]) {
         x.fill(0.0);
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the features were detected.
+        return unsafe { avx2::softmax(x, max) };
+    }
     let mut sum = 0.0f32;
     for v in x.iter_mut() {
         *v = (*v - max).exp();
@@ -40,17 +74,27 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// `gate[i] = silu(gate[i]) * up[i]` with `silu(g) = g / (1 + exp(-g))`.
+/// `gate[i] = silu(gate[i]) * up[i]` with `silu(g) = g / (1 + exp(-g))`,
+/// over the common length.
 pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the features were detected.
+        return unsafe { avx2::silu_mul(gate, up) };
+    }
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }
 }
 
 /// `gate[i] = gelu_tanh(gate[i]) * up[i]` (the tanh approximation
-/// `0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))`).
+/// `0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3)))`), over the common length.
 pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the features were detected.
+        return unsafe { avx2::gelu_tanh_mul(gate, up) };
+    }
     for (g, &u) in gate.iter_mut().zip(up) {
         let v = *g;
         let inner = SQRT_2_OVER_PI * (v + 0.044_715 * v * v * v);
@@ -61,11 +105,33 @@ pub fn gelu_tanh_mul(gate: &mut [f32], up: &[f32]) {
 /// Dot product of f16 `a` and f16 `b` over their common length,
 /// accumulated in f32.
 pub fn dot_f16(a: &[f16], b: &[f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the features were detected.
+        return unsafe { avx2::dot_f16(a, b) };
+    }
+    dot_f16_portable(a, b)
+}
+
+/// Portable [`dot_f16`].
+#[doc(hidden)]
+pub fn dot_f16_portable(a: &[f16], b: &[f16]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x.to_f32() * y.to_f32()).sum()
 }
 
 /// `out[i] += alpha * v[i]` with f16 `v`, over the common length.
 pub fn axpy_f16(out: &mut [f32], alpha: f32, v: &[f16]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the features were detected.
+        return unsafe { avx2::axpy_f16(out, alpha, v) };
+    }
+    axpy_f16_portable(out, alpha, v);
+}
+
+/// Portable [`axpy_f16`].
+#[doc(hidden)]
+pub fn axpy_f16_portable(out: &mut [f32], alpha: f32, v: &[f16]) {
     for (o, x) in out.iter_mut().zip(v) {
         *o += alpha * x.to_f32();
     }
@@ -73,6 +139,11 @@ pub fn axpy_f16(out: &mut [f32], alpha: f32, v: &[f16]) {
 
 /// Converts f32 to f16 (round to nearest even), over the common length.
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() {
+        // SAFETY: the features were detected.
+        return unsafe { avx2::f32_to_f16(src, dst) };
+    }
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = f16::from_f32(s);
     }

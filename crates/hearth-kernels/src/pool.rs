@@ -69,7 +69,9 @@ pub struct ThreadPool {
 
 impl std::fmt::Debug for ThreadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ThreadPool").field("n_threads", &self.n_threads).finish()
+        f.debug_struct("ThreadPool")
+            .field("n_threads", &self.n_threads)
+            .finish()
     }
 }
 
@@ -87,7 +89,12 @@ impl Shared {
             if state >> COUNT_BITS != generation || state & COUNT_MASK == 0 {
                 return None;
             }
-            match self.state.compare_exchange_weak(state, state - 1, Ordering::AcqRel, Ordering::Acquire) {
+            match self.state.compare_exchange_weak(
+                state,
+                state - 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return Some((state & COUNT_MASK) as usize - 1),
                 Err(now) => state = now,
             }
@@ -189,7 +196,12 @@ impl ThreadPool {
                 Err(_) => break,
             }
         }
-        Self { n_threads: workers.len() + 1, shared, workers, busy: AtomicBool::new(false) }
+        Self {
+            n_threads: workers.len() + 1,
+            shared,
+            workers,
+            busy: AtomicBool::new(false),
+        }
     }
 
     /// Threads used by each loop, the caller included.
@@ -208,19 +220,28 @@ impl ThreadPool {
         if n_tasks == 1 || self.workers.is_empty() || n_tasks as u64 > COUNT_MASK {
             return (0..n_tasks).for_each(task);
         }
-        if self.busy.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if self
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return (0..n_tasks).for_each(task);
         }
         let shared = &*self.shared;
         let job = Job { task, n_tasks };
         shared.done.store(0, Ordering::Relaxed);
-        shared.job.store(&job as *const Job<'_> as *mut (), Ordering::Relaxed);
+        shared
+            .job
+            .store(&job as *const Job<'_> as *mut (), Ordering::Relaxed);
         // Generation 0 is what workers start out having seen; skip it on wrap.
-        let generation = match ((shared.state.load(Ordering::Relaxed) >> COUNT_BITS) + 1) & COUNT_MASK {
-            0 => 1,
-            g => g,
-        };
-        shared.state.store(generation << COUNT_BITS | n_tasks as u64, Ordering::SeqCst);
+        let generation =
+            match ((shared.state.load(Ordering::Relaxed) >> COUNT_BITS) + 1) & COUNT_MASK {
+                0 => 1,
+                g => g,
+            };
+        shared
+            .state
+            .store(generation << COUNT_BITS | n_tasks as u64, Ordering::SeqCst);
         if shared.sleepers.load(Ordering::SeqCst) > 0 {
             let _guard = lock(&shared.sleep_lock);
             shared.wake.notify_all();
@@ -251,7 +272,9 @@ impl ThreadPool {
             if shared.done.load(Ordering::SeqCst) != n_tasks {
                 // The flag and the done count are both SeqCst, so the last
                 // worker sees the flag; the timeout is only a backstop.
-                let waited = shared.all_done.wait_timeout(guard, Duration::from_millis(1));
+                let waited = shared
+                    .all_done
+                    .wait_timeout(guard, Duration::from_millis(1));
                 drop(waited.unwrap_or_else(|e| e.into_inner()));
             } else {
                 drop(guard);
@@ -278,7 +301,8 @@ impl ThreadPool {
             // SAFETY: chunk `i` covers `start..end`, inside `data` and
             // disjoint from every other chunk; each index runs exactly once
             // and `data` stays mutably borrowed until `run` returns.
-            let chunk = unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+            let chunk =
+                unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
             task(i, chunk);
         });
     }

@@ -30,7 +30,10 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
-        Self { role: role.into(), content: content.into() }
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -51,7 +54,7 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 fn template_error(error: &Error) -> ModelError {
-    // `{:#}` adds the template location and source context.
+    // minijinja's message names the template line; causes are appended.
     let mut message = error.to_string();
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
@@ -67,7 +70,11 @@ fn special_token_text(gguf: &GgufFile, which: &str) -> Result<String> {
         return Ok(String::new());
     };
     let tokens = gguf.get_array_opt("tokenizer.ggml.tokens")?.unwrap_or(&[]);
-    Ok(tokens.get(id as usize).and_then(|t| t.as_str()).unwrap_or_default().to_string())
+    Ok(tokens
+        .get(id as usize)
+        .and_then(|t| t.as_str())
+        .unwrap_or_default()
+        .to_string())
 }
 
 impl ChatTemplate {
@@ -92,15 +99,23 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(|e| template_error(&e))?;
-        Ok(Self { env, bos_token: bos_token.to_string(), eos_token: eos_token.to_string() })
+        env.add_template_owned(TEMPLATE_NAME, source.to_string())
+            .map_err(|e| template_error(&e))?;
+        Ok(Self {
+            env,
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
     }
 
     /// Renders `messages`; with `add_generation_prompt` the template appends
     /// the header of the assistant's turn. Errors raised by the template
     /// (`raise_exception`) or by evaluation are `ModelError::Template`.
     pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| template_error(&e))?;
+        let template = self
+            .env
+            .get_template(TEMPLATE_NAME)
+            .map_err(|e| template_error(&e))?;
         let ctx = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
@@ -124,7 +139,11 @@ fn tojson(value: &Value, kwargs: Kwargs) -> std::result::Result<Value, Error> {
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
     let mut out = String::new();
-    let mut writer = JsonWriter { out: &mut out, indent, sort_keys: sort_keys.unwrap_or(false) };
+    let mut writer = JsonWriter {
+        out: &mut out,
+        indent,
+        sort_keys: sort_keys.unwrap_or(false),
+    };
     writer.value(value, 0)?;
     Ok(Value::from_safe_string(out))
 }
@@ -144,13 +163,16 @@ impl JsonWriter<'_> {
     }
 
     fn separator(&mut self) {
-        self.out.push_str(if self.indent.is_some() { "," } else { ", " });
+        self.out
+            .push_str(if self.indent.is_some() { "," } else { ", " });
     }
 
     fn value(&mut self, value: &Value, depth: usize) -> std::result::Result<(), Error> {
         match value.kind() {
             ValueKind::Undefined | ValueKind::None => self.out.push_str("null"),
-            ValueKind::Bool => self.out.push_str(if value.is_true() { "true" } else { "false" }),
+            ValueKind::Bool => self
+                .out
+                .push_str(if value.is_true() { "true" } else { "false" }),
             ValueKind::Number => match value.as_i64() {
                 Some(i) if value.is_integer() => {
                     let _ = write!(self.out, "{i}");
@@ -209,7 +231,8 @@ impl JsonWriter<'_> {
         if f.is_nan() {
             self.out.push_str("NaN");
         } else if f.is_infinite() {
-            self.out.push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
+            self.out
+                .push_str(if f > 0.0 { "Infinity" } else { "-Infinity" });
         } else if f == f.trunc() && f.abs() < 1e16 {
             let _ = write!(self.out, "{f:.1}");
         } else {

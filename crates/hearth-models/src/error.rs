@@ -10,7 +10,11 @@ use hearth_kernels::KernelError;
 #[non_exhaustive]
 pub enum ModelError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("{}: not a GGUF file (magic bytes {found:02x?}, expected \"GGUF\")", path.display())]
     BadMagic { path: PathBuf, found: Vec<u8> },
@@ -19,28 +23,51 @@ pub enum ModelError {
     UnsupportedVersion { path: PathBuf, version: u32 },
 
     #[error("{}: file is truncated or corrupt: {what} at byte offset {offset} runs past the end of the file ({file_len} bytes)", path.display())]
-    Truncated { path: PathBuf, what: String, offset: u64, file_len: u64 },
+    Truncated {
+        path: PathBuf,
+        what: String,
+        offset: u64,
+        file_len: u64,
+    },
 
     #[error("{}: corrupt GGUF: {reason}", path.display())]
     Corrupt { path: PathBuf, reason: String },
 
     #[error("{}: tensor '{tensor}' has unknown tensor type id {type_id}", path.display())]
-    UnknownTensorType { path: PathBuf, tensor: String, type_id: u32 },
+    UnknownTensorType {
+        path: PathBuf,
+        tensor: String,
+        type_id: u32,
+    },
 
     #[error("{}: metadata key '{key}' is missing", path.display())]
     MissingKey { path: PathBuf, key: String },
 
     #[error("{}: metadata key '{key}' has type {found}, expected {expected}", path.display())]
-    WrongKeyType { path: PathBuf, key: String, expected: &'static str, found: String },
+    WrongKeyType {
+        path: PathBuf,
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
 
     #[error("{}: tensor '{name}' is missing", path.display())]
     MissingTensor { path: PathBuf, name: String },
 
     #[error("{}: tensor '{name}' has shape {found:?}, expected {expected:?}", path.display())]
-    BadShape { path: PathBuf, name: String, expected: Vec<u64>, found: Vec<u64> },
+    BadShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
 
     #[error("{}: architecture '{arch}' is not supported (supported: {supported})", path.display())]
-    UnsupportedArchitecture { path: PathBuf, arch: String, supported: String },
+    UnsupportedArchitecture {
+        path: PathBuf,
+        arch: String,
+        supported: String,
+    },
 
     #[error("tensor '{tensor}': {reason}")]
     BadTensor { tensor: String, reason: String },
@@ -58,7 +85,11 @@ pub enum ModelError {
     BadToken { id: u32, vocab_size: usize },
 
     #[error("tensor '{tensor}': {source}")]
-    Kernel { tensor: String, #[source] source: KernelError },
+    Kernel {
+        tensor: String,
+        #[source]
+        source: KernelError,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -314,6 +314,7 @@ impl GgufFile {
         })
     }
 
+    /// The path the file was opened from.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -348,10 +349,12 @@ impl GgufFile {
         self.map.len() as u64
     }
 
+    /// Every metadata key-value pair, by key.
     pub fn metadata(&self) -> &BTreeMap<String, MetaValue> {
         &self.metadata
     }
 
+    /// The value of `key`, if present.
     pub fn get(&self, key: &str) -> Option<&MetaValue> {
         self.metadata.get(key)
     }
@@ -398,6 +401,7 @@ impl GgufFile {
         self.get_f32_opt(key)?.ok_or_else(|| self.missing(key))
     }
 
+    /// Like [`Self::get_f32`], `Ok(None)` when absent.
     pub fn get_f32_opt(&self, key: &str) -> Result<Option<f32>> {
         let Some(value) = self.get(key) else {
             return Ok(None);
@@ -408,6 +412,7 @@ impl GgufFile {
             .ok_or_else(|| self.wrong_type(key, "a number", value))
     }
 
+    /// A bool value; `Ok(None)` when absent, `WrongKeyType` for other types.
     pub fn get_bool_opt(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
@@ -416,10 +421,12 @@ impl GgufFile {
         }
     }
 
+    /// A string value; `MissingKey`/`WrongKeyType` otherwise.
     pub fn get_str(&self, key: &str) -> Result<&str> {
         self.get_str_opt(key)?.ok_or_else(|| self.missing(key))
     }
 
+    /// Like [`Self::get_str`], `Ok(None)` when absent.
     pub fn get_str_opt(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),
@@ -442,6 +449,7 @@ impl GgufFile {
         self.get_str("general.architecture")
     }
 
+    /// Every tensor's header entry, in file order.
     pub fn tensors(&self) -> &[TensorInfo] {
         &self.tensors
     }
@@ -463,6 +471,7 @@ impl GgufFile {
         Ok(TensorView { info, data })
     }
 
+    /// Whether a tensor named `name` exists.
     pub fn has_tensor(&self, name: &str) -> bool {
         self.tensor_index.contains_key(name)
     }

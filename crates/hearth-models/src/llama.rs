@@ -10,6 +10,7 @@
 //! does.
 
 use half::f16;
+use hearth_kernels::attention::{SumOrder, dot_f16_ordered, weighted_sum_f16, weighted_sum_scratch_len};
 use hearth_kernels::{MatmulScratch, Matrix, ThreadPool, WeightType, matmul, ops};
 
 use crate::error::{ModelError, Result};
@@ -80,7 +81,7 @@ fn base_config(gguf: &GgufFile) -> Result<(ModelConfig, f32)> {
     if n_embd == 0 || n_head == 0 || n_head_kv == 0 || n_layer == 0 || head_dim == 0 || vocab_size == 0 {
         return Err(corrupt("a model dimension is zero".into()));
     }
-    if n_head % n_head_kv != 0 {
+    if !n_head.is_multiple_of(n_head_kv) {
         return Err(corrupt(format!("head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")));
     }
     let config = ModelConfig { architecture: arch, vocab_size, context_length, n_layer, n_embd, n_head, n_head_kv, head_dim };
@@ -221,7 +222,7 @@ impl LlamaModel {
         };
         let output_norm = vector(&gguf, "output_norm.weight", n_embd)?;
         let rope_freq_factors = optional_vector(&gguf, "rope_freqs.weight", spec.rope_dim / 2)?;
-        if spec.rope_dim > c.head_dim || spec.rope_dim % 2 != 0 {
+        if spec.rope_dim > c.head_dim || !spec.rope_dim.is_multiple_of(2) {
             return Err(ModelError::Corrupt {
                 path: gguf.path().to_path_buf(),
                 reason: format!("rope dimension {} does not fit head dimension {}", spec.rope_dim, c.head_dim),
@@ -283,7 +284,7 @@ impl LlamaModel {
     }
 
     fn is_sliding(&self, il: usize) -> bool {
-        matches!(self.spec.sliding_window, Some((_, pattern)) if pattern > 0 && (il + 1) % pattern != 0)
+        matches!(self.spec.sliding_window, Some((_, pattern)) if pattern > 0 && !(il + 1).is_multiple_of(pattern))
     }
 
     /// Fills `cos`/`sin` (`n * rope_dim/2` each) for positions `p0..p0+n`.
@@ -351,7 +352,10 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, width: usize, out: &mut Ve
     out.clear();
     out.resize(x.len(), 0.0);
     for (src, dst) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        ops::rms_norm(src, weight, eps, dst);
+        let sum: f64 = src.iter().map(|v| (v * v) as f64).sum();
+        let mean = (sum / width as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, v), w) in dst.iter_mut().zip(src).zip(weight) { *o = v * scale * w; }
     }
 }
 
@@ -376,10 +380,63 @@ fn apply_rope(x: &mut [f32], n_heads: usize, head_dim: usize, rope_dim: usize, l
                     RopeLayout::Halves => (i, i + half),
                 };
                 let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos[i] - x1 * sin[i];
-                head[b] = x0 * sin[i] + x1 * cos[i];
+                // Fused as llama.cpp's build computes them, so roundings agree.
+                head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
+                head[b] = x0.mul_add(sin[i], x1 * cos[i]);
             }
         }
+    }
+}
+
+
+/// ggml's vectorised `expf` (the Arm optimized-routines polynomial) in
+/// scalar form, so softmax and SiLU round exactly as llama.cpp's do.
+fn ggml_expf(x: f32) -> f32 {
+    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // log2(e)
+    let n = z - r;
+    let b = (-n).mul_add(f32::from_bits(0x35bf_be8e), (-n).mul_add(f32::from_bits(0x3f31_7200), x));
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010).mul_add(b, f32::from_bits(0x3d2b_9f17)).mul_add(
+        u,
+        f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
+    );
+    let j = j.mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0));
+    if n.abs() > 192.0 {
+        return if n > 0.0 { f32::INFINITY } else { 0.0 };
+    }
+    (j as f64 * (n as f64).exp2()) as f32
+}
+
+fn ggml_softmax(x: &mut [f32], first: usize) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f64;
+    // Chunks of 16 aligned at absolute position 0, masked slots count as 0.
+    let mut start = 0;
+    let lead = first % 16;
+    while start < x.len() {
+        let take = if start == 0 { (16 - lead).min(x.len()) } else { 16.min(x.len() - start) };
+        let mut v = [0.0f32; 16];
+        let off = if start == 0 { lead } else { 0 };
+        for k in 0..take {
+            let e = ggml_expf(x[start + k] - max);
+            x[start + k] = e;
+            v[off + k] = e;
+        }
+        let w: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
+        let y: [f32; 4] = std::array::from_fn(|i| w[i] + w[i + 4]);
+        let z: [f32; 2] = std::array::from_fn(|i| y[i] + y[i + 2]);
+        sum += (z[0] + z[1]) as f64;
+        start += take;
+    }
+    let inv = (1.0 / sum) as f32;
+    x.iter_mut().for_each(|v| *v *= inv);
+}
+
+fn dbg_dump(name: &str, data: &[f32]) {
+    if let Some(dir) = std::env::var_os("HEARTH_DUMP_DIR") {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{name}.f32")), bytes);
     }
 }
 
@@ -410,11 +467,14 @@ struct AttentionJob<'a> {
 
 impl AttentionJob<'_> {
     /// Computes head `h` for every token into `out` (`n_tokens * head_dim`
-    /// outputs followed by room for one row of scores).
+    /// outputs, then room for one row of scores, then the summation scratch).
     fn run(&self, h: usize, out: &mut [f32]) {
-        let (outputs, scores) = out.split_at_mut(self.n_tokens * self.head_dim);
+        let (outputs, rest) = out.split_at_mut(self.n_tokens * self.head_dim);
+        let (scores, acc) = rest.split_at_mut(self.p0 + self.n_tokens);
         let kv_head = h / self.group;
         let hd = self.head_dim;
+        let order = SumOrder::for_rows(self.n_tokens);
+        let value = |p: usize| &self.v_cache[p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
         for t in 0..self.n_tokens {
             let pos = self.p0 + t;
             let first = match self.window {
@@ -426,16 +486,12 @@ impl AttentionJob<'_> {
             for (j, s) in scores.iter_mut().enumerate() {
                 let p = first + j;
                 let k = &self.k_cache[p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
-                *s = ops::dot_f16(q, k) * self.scale;
+                *s = dot_f16_ordered(order, q, k) * self.scale;
             }
-            ops::softmax(scores);
-            let o = &mut outputs[t * hd..(t + 1) * hd];
-            o.fill(0.0);
-            for (j, &s) in scores.iter().enumerate() {
-                let p = first + j;
-                let v = &self.v_cache[p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
-                ops::axpy_f16(o, f16::from_f32(s).to_f32(), v);
-            }
+            ggml_softmax(scores, first);
+            // llama.cpp multiplies f16 values by probabilities rounded to f16.
+            scores.iter_mut().for_each(|s| *s = f16::from_f32(*s).to_f32());
+            weighted_sum_f16(order, scores, first, &value, &mut outputs[t * hd..(t + 1) * hd], acc);
         }
     }
 }
@@ -494,6 +550,7 @@ impl CausalLm for LlamaModel {
 
             // Attention block.
             rms_norm_rows(x, &layer.attn_norm, eps, d, xn);
+            dbg_dump(&format!("attn_norm-{il}"), xn);
             self.matmul(&layer.wq, xn, n, q, mm)?;
             self.matmul(&layer.wk, xn, n, k, mm)?;
             self.matmul(&layer.wv, xn, n, v, mm)?;
@@ -508,6 +565,9 @@ impl CausalLm for LlamaModel {
             }
             apply_rope(q, c.n_head, hd, self.spec.rope_dim, self.spec.rope_layout, rope_cos, rope_sin);
             apply_rope(k, c.n_head_kv, hd, self.spec.rope_dim, self.spec.rope_layout, rope_cos, rope_sin);
+            dbg_dump(&format!("Qcur-{il}"), q);
+            dbg_dump(&format!("Kcur-{il}"), k);
+            dbg_dump(&format!("Vcur-{il}"), v);
             let mut scale = self.spec.attn_scale;
             if self.spec.scale_query {
                 q.iter_mut().for_each(|v| *v *= scale);
@@ -526,7 +586,7 @@ impl CausalLm for LlamaModel {
             kv.v.extend_from_slice(k16);
 
             let total = p0 + n;
-            let stride = n * hd + total;
+            let stride = n * hd + total + weighted_sum_scratch_len(hd);
             heads.clear();
             heads.resize(c.n_head * stride, 0.0);
             let job = AttentionJob {
@@ -551,7 +611,9 @@ impl CausalLm for LlamaModel {
                     attn[t * q_dim + h * hd..t * q_dim + (h + 1) * hd].copy_from_slice(&src[t * hd..(t + 1) * hd]);
                 }
             }
+            dbg_dump(&format!("kqv_out-{il}"), attn);
             self.matmul(&layer.wo, attn, n, proj, mm)?;
+            dbg_dump(&format!("attn_out-{il}"), proj);
             if let Some(w) = &layer.post_attn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
                 std::mem::swap(proj, xn);
@@ -563,15 +625,18 @@ impl CausalLm for LlamaModel {
             self.matmul(&layer.w_gate, xn, n, gate, mm)?;
             self.matmul(&layer.w_up, xn, n, up, mm)?;
             match self.spec.activation {
-                Activation::Silu => ops::silu_mul(gate, up),
+                Activation::Silu => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = *g / (1.0 + ggml_expf(-*g)) * u),
                 Activation::GeluTanh => ops::gelu_tanh_mul(gate, up),
             }
+            dbg_dump(&format!("ffn_act-{il}"), gate);
             self.matmul(&layer.w_down, gate, n, proj, mm)?;
+            dbg_dump(&format!("ffn_out-{il}"), proj);
             if let Some(w) = &layer.post_ffn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
                 std::mem::swap(proj, xn);
             }
             x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+            dbg_dump(&format!("l_out-{il}"), x);
         }
         cache.len = p0 + n;
 

@@ -118,7 +118,7 @@ impl KvCache {
             return;
         }
         for layer in &mut self.layers {
-            let kv_dim = if self.len == 0 { 0 } else { layer.k.len() / self.len };
+            let kv_dim = layer.k.len().checked_div(self.len).unwrap_or(0);
             layer.k.truncate(len * kv_dim);
             layer.v.truncate(len * kv_dim);
         }

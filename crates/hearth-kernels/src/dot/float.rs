@@ -13,12 +13,16 @@ fn dot_float_row(ty: WeightType, w: &[u8], x: &[f32]) -> f32 {
             .zip(x)
             .map(|(b, &v)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * v)
             .sum(),
-        WeightType::F16 => {
-            w.chunks_exact(2).zip(x).map(|(b, &v)| half::f16::from_le_bytes([b[0], b[1]]).to_f32() * v).sum()
-        }
-        WeightType::BF16 => {
-            w.chunks_exact(2).zip(x).map(|(b, &v)| half::bf16::from_le_bytes([b[0], b[1]]).to_f32() * v).sum()
-        }
+        WeightType::F16 => w
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(b, &v)| half::f16::from_le_bytes([b[0], b[1]]).to_f32() * v)
+            .sum(),
+        WeightType::BF16 => w
+            .chunks_exact(2)
+            .zip(x)
+            .map(|(b, &v)| half::bf16::from_le_bytes([b[0], b[1]]).to_f32() * v)
+            .sum(),
         _ => 0.0,
     }
 }

@@ -9,6 +9,7 @@ mod avx2;
 pub(crate) mod float;
 pub(crate) mod scalar;
 
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use crate::WeightType;
@@ -18,25 +19,33 @@ use crate::quant::{ActivationFormat, QuantizedRows};
 
 /// The output matrix of a product, `out[t * rows + r]`, shared by the tasks
 /// of one parallel loop that each write a disjoint set of elements.
-pub(crate) struct OutView {
+pub(crate) struct OutView<'a> {
     ptr: SendPtr<f32>,
     rows: usize,
     len: usize,
+    _out: PhantomData<&'a mut [f32]>,
 }
 
-impl OutView {
+impl<'a> OutView<'a> {
     /// # Safety
-    /// While the view is alive, `out` must not be accessed otherwise, and
-    /// concurrent users must [`set`](Self::set) disjoint elements.
-    pub(crate) unsafe fn new(out: &mut [f32], rows: usize) -> Self {
-        Self { ptr: SendPtr::new(out.as_mut_ptr()), rows, len: out.len() }
+    /// Concurrent users must [`set`](Self::set) disjoint elements.
+    pub(crate) unsafe fn new(out: &'a mut [f32], rows: usize) -> Self {
+        Self {
+            ptr: SendPtr::new(out.as_mut_ptr()),
+            rows,
+            len: out.len(),
+            _out: PhantomData,
+        }
     }
 
     /// Writes element `(token, row)`.
     #[inline(always)]
     pub(crate) fn set(&self, token: usize, row: usize, value: f32) {
         let index = token * self.rows + row;
-        assert!(index < self.len && row < self.rows, "output index out of range");
+        assert!(
+            index < self.len && row < self.rows,
+            "output index out of range"
+        );
         // SAFETY: in bounds (checked above); the constructor's contract
         // makes this element written by this task only.
         unsafe { self.ptr.get().add(index).write(value) }
@@ -53,7 +62,7 @@ pub(crate) struct Job<'a> {
     /// The quantized activations (quantized weight types only).
     pub(crate) acts: &'a QuantizedRows,
     pub(crate) format: Option<ActivationFormat>,
-    pub(crate) out: &'a OutView,
+    pub(crate) out: &'a OutView<'a>,
 }
 
 impl<'a> Job<'a> {
@@ -111,11 +120,19 @@ pub(crate) struct Kernels {
 pub(crate) fn select(ty: WeightType, force_scalar: bool) -> Kernels {
     #[cfg(target_arch = "x86_64")]
     if !force_scalar && let Some((decode, prefill, tile)) = avx2::select(ty) {
-        return Kernels { decode, prefill, tile };
+        return Kernels {
+            decode,
+            prefill,
+            tile,
+        };
     }
     let kernel = match activation_format(ty) {
         None => float::scalar_float as RangeKernel,
         Some(_) => scalar_quantized,
     };
-    Kernels { decode: kernel, prefill: kernel, tile: Tile { rows: 1, tokens: 1 } }
+    Kernels {
+        decode: kernel,
+        prefill: kernel,
+        tile: Tile { rows: 1, tokens: 1 },
+    }
 }

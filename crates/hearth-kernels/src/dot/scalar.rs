@@ -101,7 +101,11 @@ fn dot_q5_1(w: &[u8], x: QuantizedRow<'_>) -> f32 {
 fn dot_q8_0(w: &[u8], x: QuantizedRow<'_>) -> f32 {
     let mut sum = 0.0f32;
     for (wb, xq, dx, _) in blocks32(w, 34, x) {
-        let isum: i32 = wb[2..34].iter().zip(xq).map(|(&q, &v)| (q as i8) as i32 * v as i32).sum();
+        let isum: i32 = wb[2..34]
+            .iter()
+            .zip(xq)
+            .map(|(&q, &v)| (q as i8) as i32 * v as i32)
+            .sum();
         sum += f16_at(wb, 0) * dx * isum as f32;
     }
     sum
@@ -169,7 +173,11 @@ fn dot_q45_k(wb: &[u8], xq: &[i8], dx: f32, bsums: &[i16], value: impl Fn(usize)
     let mut isum_min = 0i32;
     for (j, xr) in xq.chunks_exact(32).enumerate() {
         let (sc, m) = scale_min_k4(j, scales);
-        let run: i32 = xr.iter().enumerate().map(|(k, &v)| value(j * 32 + k) as i32 * v as i32).sum();
+        let run: i32 = xr
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| value(j * 32 + k) as i32 * v as i32)
+            .sum();
         isum += sc as i32 * run;
         isum_min += m as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
     }
@@ -182,7 +190,11 @@ fn dot_q4_k(w: &[u8], x: QuantizedRow<'_>) -> f32 {
         let qs = &wb[16..144];
         sum += dot_q45_k(wb, xq, dx, bsums, |i| {
             let byte = qs[(i / 64) * 32 + i % 32];
-            if (i / 32) % 2 == 0 { byte & 0x0F } else { byte >> 4 }
+            if (i / 32) % 2 == 0 {
+                byte & 0x0F
+            } else {
+                byte >> 4
+            }
         });
     }
     sum
@@ -195,7 +207,11 @@ fn dot_q5_k(w: &[u8], x: QuantizedRow<'_>) -> f32 {
         let qs = &wb[48..176];
         sum += dot_q45_k(wb, xq, dx, bsums, |i| {
             let byte = qs[(i / 64) * 32 + i % 32];
-            let low = if (i / 32) % 2 == 0 { byte & 0x0F } else { byte >> 4 };
+            let low = if (i / 32) % 2 == 0 {
+                byte & 0x0F
+            } else {
+                byte >> 4
+            };
             low | (((qh[i % 32] >> (i / 32)) & 1) << 4)
         });
     }

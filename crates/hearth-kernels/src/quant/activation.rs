@@ -81,18 +81,18 @@ fn check_lengths(
     block: usize,
     block_bytes: usize,
 ) -> Result<usize, KernelError> {
-    let ty = WeightType::F32;
     if !x.len().is_multiple_of(block) {
-        return Err(KernelError::BadRowWidth { ty, cols: x.len(), block });
+        return Err(KernelError::BadRowWidth {
+            ty: WeightType::F32,
+            cols: x.len(),
+            block,
+        });
     }
     let n_blocks = x.len() / block;
     let expected = n_blocks * block_bytes;
     if dst.len() != expected {
-        return Err(KernelError::BadSize {
+        return Err(KernelError::BadLength {
             what,
-            ty,
-            rows: 1,
-            cols: x.len(),
             expected,
             actual: dst.len(),
         });
@@ -103,8 +103,11 @@ fn check_lengths(
 /// Quantizes `x` to ggml `block_q8_0`s in `dst`.
 /// `x.len()` must be a multiple of 32 and `dst.len()` `x.len() / 32 * 34`.
 pub fn quantize_row_q8_0(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
-    check_lengths("q8_0 destination", x, dst, QK, BLOCK_Q8_0_BYTES)?;
-    for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_Q8_0_BYTES)) {
+    check_lengths("q8_0 destination bytes", x, dst, QK, BLOCK_Q8_0_BYTES)?;
+    for (xb, out) in x
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(BLOCK_Q8_0_BYTES))
+    {
         let b = quantize_block32(xb);
         out[0..2].copy_from_slice(&f16::from_f32(b.d).to_le_bytes());
         for (o, q) in out[2..].iter_mut().zip(b.qs) {
@@ -117,8 +120,11 @@ pub fn quantize_row_q8_0(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
 /// Quantizes `x` to ggml `block_q8_1`s in `dst`.
 /// `x.len()` must be a multiple of 32 and `dst.len()` `x.len() / 32 * 36`.
 pub fn quantize_row_q8_1(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
-    check_lengths("q8_1 destination", x, dst, QK, BLOCK_Q8_1_BYTES)?;
-    for (xb, out) in x.chunks_exact(QK).zip(dst.chunks_exact_mut(BLOCK_Q8_1_BYTES)) {
+    check_lengths("q8_1 destination bytes", x, dst, QK, BLOCK_Q8_1_BYTES)?;
+    for (xb, out) in x
+        .chunks_exact(QK)
+        .zip(dst.chunks_exact_mut(BLOCK_Q8_1_BYTES))
+    {
         let b = quantize_block32(xb);
         out[0..2].copy_from_slice(&f16::from_f32(b.d).to_le_bytes());
         out[2..4].copy_from_slice(&f16::from_f32(b.d * b.sum as f32).to_le_bytes());
@@ -132,9 +138,12 @@ pub fn quantize_row_q8_1(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
 /// Quantizes `x` to ggml `block_q8_K`s in `dst`.
 /// `x.len()` must be a multiple of 256 and `dst.len()` `x.len() / 256 * 292`.
 pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
-    check_lengths("q8_K destination", x, dst, QK_K, BLOCK_Q8_K_BYTES)?;
+    check_lengths("q8_K destination bytes", x, dst, QK_K, BLOCK_Q8_K_BYTES)?;
     let mut qs = [0i8; QK_K];
-    for (xb, out) in x.chunks_exact(QK_K).zip(dst.chunks_exact_mut(BLOCK_Q8_K_BYTES)) {
+    for (xb, out) in x
+        .chunks_exact(QK_K)
+        .zip(dst.chunks_exact_mut(BLOCK_Q8_K_BYTES))
+    {
         let d = quantize_block_k(xb, &mut qs);
         out[0..4].copy_from_slice(&d.to_le_bytes());
         for (o, &q) in out[4..260].iter_mut().zip(&qs) {
@@ -176,7 +185,9 @@ impl ActivationFormat {
 /// quants, `d[t * nb..][..nb]` the block scales (f16-exact values for the
 /// 32-value formats), `s[t * nb..][..nb]` `d * sum(qs)` per block (32-value
 /// formats), and `bsums[t * cols / 16..][..cols / 16]` the sum of each run of
-/// 16 quants (`Q8K`).
+/// 16 quants (`Q8K`). The 32-value formats also keep `d` and `s` block-major
+/// (`d_by_block[b * n_rows + t]`), so that a kernel reads the scales of
+/// several consecutive tokens with one load.
 #[derive(Debug, Default)]
 pub(crate) struct QuantizedRows {
     pub(crate) cols: usize,
@@ -185,6 +196,17 @@ pub(crate) struct QuantizedRows {
     pub(crate) d: Vec<f32>,
     pub(crate) s: Vec<f32>,
     pub(crate) bsums: Vec<i16>,
+    pub(crate) d_by_block: Vec<f32>,
+    pub(crate) s_by_block: Vec<f32>,
+}
+
+/// Block-major scales starting at one token: `d[b * stride + t]` and
+/// `s[b * stride + t]` are those of block `b` of the `t`-th token from it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockMajor<'a> {
+    pub(crate) d: &'a [f32],
+    pub(crate) s: &'a [f32],
+    pub(crate) stride: usize,
 }
 
 /// One row of [`QuantizedRows`].
@@ -206,8 +228,29 @@ impl QuantizedRows {
         grow(&mut self.qs, n_rows * cols, 0);
         grow(&mut self.d, n_rows * nb, 0.0);
         match format {
-            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => grow(&mut self.s, n_rows * nb, 0.0),
+            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => {
+                grow(&mut self.s, n_rows * nb, 0.0);
+                grow(&mut self.d_by_block, n_rows * nb, 0.0);
+                grow(&mut self.s_by_block, n_rows * nb, 0.0);
+            }
             ActivationFormat::Q8K => grow(&mut self.bsums, n_rows * cols / 16, 0),
+        }
+    }
+
+    /// The block-major scales from token `t` on (empty for `Q8K`).
+    pub(crate) fn by_block(&self, format: ActivationFormat, t: usize) -> BlockMajor<'_> {
+        let len = self.n_rows * (self.cols / format.block());
+        match format {
+            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => BlockMajor {
+                d: self.d_by_block.get(t..len).unwrap_or(&[]),
+                s: self.s_by_block.get(t..len).unwrap_or(&[]),
+                stride: self.n_rows,
+            },
+            ActivationFormat::Q8K => BlockMajor {
+                d: &[],
+                s: &[],
+                stride: self.n_rows,
+            },
         }
     }
 
@@ -216,7 +259,10 @@ impl QuantizedRows {
         let nb = self.cols / format.block();
         let (s, bsums): (&[f32], &[i16]) = match format {
             ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => (&self.s[t * nb..(t + 1) * nb], &[]),
-            ActivationFormat::Q8K => (&[], &self.bsums[t * self.cols / 16..(t + 1) * self.cols / 16]),
+            ActivationFormat::Q8K => (
+                &[],
+                &self.bsums[t * self.cols / 16..(t + 1) * self.cols / 16],
+            ),
         };
         QuantizedRow {
             qs: &self.qs[t * self.cols..(t + 1) * self.cols],
@@ -260,7 +306,10 @@ impl QuantizedRows {
                     qs: std::slice::from_raw_parts_mut(qs.get().add(t * cols), cols),
                     d: std::slice::from_raw_parts_mut(d.get().add(t * nb), nb),
                     s: std::slice::from_raw_parts_mut(s.get().add(t * s_per_row), s_per_row),
-                    bsums: std::slice::from_raw_parts_mut(bsums.get().add(t * sums_per_row), sums_per_row),
+                    bsums: std::slice::from_raw_parts_mut(
+                        bsums.get().add(t * sums_per_row),
+                        sums_per_row,
+                    ),
                 }
             };
             quantize_row_into(format, &x[t * cols..(t + 1) * cols], slots, force_scalar);
@@ -269,6 +318,14 @@ impl QuantizedRows {
             pool.run(n_rows, &one_row);
         } else {
             (0..n_rows).for_each(one_row);
+        }
+        if format != ActivationFormat::Q8K {
+            for t in 0..n_rows {
+                for b in 0..nb {
+                    self.d_by_block[b * n_rows + t] = self.d[t * nb + b];
+                    self.s_by_block[b * n_rows + t] = self.s[t * nb + b];
+                }
+            }
         }
     }
 }
@@ -288,11 +345,25 @@ pub(crate) struct RowSlots<'a> {
 }
 
 /// Quantizes one activation row `x` into `slots`.
-pub(crate) fn quantize_row_into(format: ActivationFormat, x: &[f32], slots: RowSlots<'_>, force_scalar: bool) {
+pub(crate) fn quantize_row_into(
+    format: ActivationFormat,
+    x: &[f32],
+    slots: RowSlots<'_>,
+    force_scalar: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if !force_scalar && super::activation_avx2::available() {
+        // SAFETY: the features were just detected.
+        return unsafe { super::activation_avx2::quantize_row(format, x, slots) };
+    }
     let _ = force_scalar;
     match format {
         ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => {
-            for (b, (xb, qs)) in x.chunks_exact(QK).zip(slots.qs.chunks_exact_mut(QK)).enumerate() {
+            for (b, (xb, qs)) in x
+                .chunks_exact(QK)
+                .zip(slots.qs.chunks_exact_mut(QK))
+                .enumerate()
+            {
                 let block = quantize_block32(xb);
                 qs.copy_from_slice(&block.qs);
                 let d16 = via_f16(block.d);
@@ -305,11 +376,104 @@ pub(crate) fn quantize_row_into(format: ActivationFormat, x: &[f32], slots: RowS
             }
         }
         ActivationFormat::Q8K => {
-            for (b, (xb, qs)) in x.chunks_exact(QK_K).zip(slots.qs.chunks_exact_mut(QK_K)).enumerate() {
+            for (b, (xb, qs)) in x
+                .chunks_exact(QK_K)
+                .zip(slots.qs.chunks_exact_mut(QK_K))
+                .enumerate()
+            {
                 slots.d[b] = quantize_block_k(xb, qs);
                 for (j, run) in qs.chunks_exact(16).enumerate() {
                     slots.bsums[b * 16 + j] = run.iter().map(|&q| q as i16).sum();
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn xorshift(seed: &mut u64) -> f32 {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    fn quantized(format: ActivationFormat, x: &[f32], force_scalar: bool) -> QuantizedRows {
+        let mut rows = QuantizedRows::default();
+        rows.quantize(&ThreadPool::new(1), format, x, x.len(), 1, force_scalar);
+        rows
+    }
+
+    /// The SIMD quantizers produce exactly the portable numbers.
+    #[test]
+    fn simd_quantizers_are_bit_exact() {
+        let mut seed = 99u64;
+        for scale in [1e-3f32, 0.5, 30.0, 1e4] {
+            let mut x: Vec<f32> = (0..1024).map(|_| xorshift(&mut seed) * scale).collect();
+            x[5] = 0.5 * scale; // ties
+            x[300] = -x.iter().fold(0.0f32, |m, v| m.max(v.abs())) * 1.5;
+            x[40..72].fill(0.0); // an all-zero 32-block
+            for format in [
+                ActivationFormat::Q8_0,
+                ActivationFormat::Q8_1,
+                ActivationFormat::Q8K,
+            ] {
+                let a = quantized(format, &x, false);
+                let b = quantized(format, &x, true);
+                assert_eq!(a.qs, b.qs, "{format:?} quants");
+                assert_eq!(a.d, b.d, "{format:?} scales");
+                assert_eq!(a.s, b.s, "{format:?} sums");
+                assert_eq!(a.bsums, b.bsums, "{format:?} block sums");
+            }
+        }
+    }
+
+    /// The internal rows hold the same numbers as the ggml byte layouts.
+    #[test]
+    fn internal_rows_match_ggml_layouts() {
+        let mut seed = 7u64;
+        let x: Vec<f32> = (0..512).map(|_| xorshift(&mut seed) * 3.0).collect();
+        let mut q0 = vec![0u8; 16 * BLOCK_Q8_0_BYTES];
+        let mut q1 = vec![0u8; 16 * BLOCK_Q8_1_BYTES];
+        let mut qk = vec![0u8; 2 * BLOCK_Q8_K_BYTES];
+        quantize_row_q8_0(&x, &mut q0).expect("q8_0");
+        quantize_row_q8_1(&x, &mut q1).expect("q8_1");
+        quantize_row_q8_k(&x, &mut qk).expect("q8_K");
+        let r0 = quantized(ActivationFormat::Q8_0, &x, false);
+        let r1 = quantized(ActivationFormat::Q8_1, &x, false);
+        let rk = quantized(ActivationFormat::Q8K, &x, false);
+        for b in 0..16 {
+            let blk = &q0[b * 34..(b + 1) * 34];
+            assert_eq!(f16::from_le_bytes([blk[0], blk[1]]).to_f32(), r0.d[b]);
+            assert!(
+                blk[2..]
+                    .iter()
+                    .zip(&r0.qs[b * 32..])
+                    .all(|(&a, &q)| a as i8 == q)
+            );
+            let blk = &q1[b * 36..(b + 1) * 36];
+            assert_eq!(f16::from_le_bytes([blk[2], blk[3]]).to_f32(), r1.s[b]);
+        }
+        for b in 0..2 {
+            let blk = &qk[b * 292..(b + 1) * 292];
+            assert_eq!(
+                f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
+                rk.d[b]
+            );
+            assert!(
+                blk[4..260]
+                    .iter()
+                    .zip(&rk.qs[b * 256..])
+                    .all(|(&a, &q)| a as i8 == q)
+            );
+            for j in 0..16 {
+                assert_eq!(
+                    i16::from_le_bytes([blk[260 + 2 * j], blk[261 + 2 * j]]),
+                    rk.bsums[b * 16 + j]
+                );
             }
         }
     }

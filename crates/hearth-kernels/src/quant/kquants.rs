@@ -31,7 +31,11 @@ pub(crate) fn scale_min_k4(j: usize, scales: &[u8]) -> (u8, u8) {
 pub(crate) fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
     let mut out = [0i8; 16];
     for (j, o) in out.iter_mut().enumerate() {
-        let low = if j < 8 { packed[j] & 0x0F } else { packed[j - 8] >> 4 };
+        let low = if j < 8 {
+            packed[j] & 0x0F
+        } else {
+            packed[j - 8] >> 4
+        };
         let high = (packed[8 + (j % 4)] >> (2 * (j / 4))) & 3;
         *o = ((low | (high << 4)) as i8) - 32;
     }
@@ -75,7 +79,11 @@ pub(crate) fn dequantize_q4_k(block: &[u8], out: &mut [f32]) {
     let dmin = f16_at(block, 2);
     let scales = &block[4..16];
     let qs = &block[16..144];
-    for (pair, (chunk, q)) in out.chunks_exact_mut(64).zip(qs.chunks_exact(32)).enumerate() {
+    for (pair, (chunk, q)) in out
+        .chunks_exact_mut(64)
+        .zip(qs.chunks_exact(32))
+        .enumerate()
+    {
         let (sc0, m0) = scale_min_k4(2 * pair, scales);
         let (sc1, m1) = scale_min_k4(2 * pair + 1, scales);
         let (d0, min0) = (d * sc0 as f32, dmin * m0 as f32);
@@ -93,7 +101,11 @@ pub(crate) fn dequantize_q5_k(block: &[u8], out: &mut [f32]) {
     let scales = &block[4..16];
     let qh = &block[16..48];
     let qs = &block[48..176];
-    for (pair, (chunk, q)) in out.chunks_exact_mut(64).zip(qs.chunks_exact(32)).enumerate() {
+    for (pair, (chunk, q)) in out
+        .chunks_exact_mut(64)
+        .zip(qs.chunks_exact(32))
+        .enumerate()
+    {
         let (sc0, m0) = scale_min_k4(2 * pair, scales);
         let (sc1, m1) = scale_min_k4(2 * pair + 1, scales);
         let (d0, min0) = (d * sc0 as f32, dmin * m0 as f32);
@@ -114,7 +126,11 @@ pub(crate) fn q6_k_value(ql: &[u8], qh: &[u8], i: usize) -> u8 {
     let plane = (i % 128) / 32;
     let l = i % 32;
     let low_byte = ql[half * 64 + (plane & 1) * 32 + l];
-    let low = if plane < 2 { low_byte & 0x0F } else { low_byte >> 4 };
+    let low = if plane < 2 {
+        low_byte & 0x0F
+    } else {
+        low_byte >> 4
+    };
     let high = (qh[half * 32 + l] >> (2 * plane)) & 3;
     low | (high << 4)
 }

@@ -31,7 +31,12 @@ pub(crate) fn dequantize_q4_1(block: &[u8], out: &mut [f32]) {
 /// Reads the high-bit word of a 5-bit block.
 #[inline(always)]
 pub(crate) fn qh_at(block: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes([block[offset], block[offset + 1], block[offset + 2], block[offset + 3]])
+    u32::from_le_bytes([
+        block[offset],
+        block[offset + 1],
+        block[offset + 2],
+        block[offset + 3],
+    ])
 }
 
 /// The 5-bit values `(low, high)` stored for positions `j` and `j + 16`.
@@ -39,7 +44,10 @@ pub(crate) fn qh_at(block: &[u8], offset: usize) -> u32 {
 pub(crate) fn q5_pair(qs: &[u8], qh: u32, j: usize) -> (u8, u8) {
     let low_bit = ((qh >> j) & 1) as u8;
     let high_bit = ((qh >> (j + 16)) & 1) as u8;
-    ((qs[j] & 0x0F) | (low_bit << 4), (qs[j] >> 4) | (high_bit << 4))
+    (
+        (qs[j] & 0x0F) | (low_bit << 4),
+        (qs[j] >> 4) | (high_bit << 4),
+    )
 }
 
 /// `Q5_0`: f16 `d`, u32 `qh`, 16 bytes of nibbles; `x = d * (q - 16)`.

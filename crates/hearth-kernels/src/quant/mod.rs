@@ -5,18 +5,20 @@
 //! quantizers reproduce the rounding of ggml's x86 code paths, so that the
 //! integer dot products computed from them are the ones llama.cpp computes.
 //! Besides the ggml byte layouts, the matrix product uses an internal
-//! struct-of-arrays form of the same numbers ([`QuantizedRows`]) with scales
+//! struct-of-arrays form of the same numbers (`QuantizedRows`) with scales
 //! widened to f32 and block sums precomputed.
 
 mod activation;
+#[cfg(target_arch = "x86_64")]
+mod activation_avx2;
 pub(crate) mod kquants;
 pub(crate) mod legacy;
 
+pub(crate) use activation::{ActivationFormat, BlockMajor, QuantizedRow, QuantizedRows};
 pub use activation::{
     BLOCK_Q8_0_BYTES, BLOCK_Q8_1_BYTES, BLOCK_Q8_K_BYTES, quantize_row_q8_0, quantize_row_q8_1,
     quantize_row_q8_k,
 };
-pub(crate) use activation::{ActivationFormat, QuantizedRow, QuantizedRows};
 
 use crate::{KernelError, WeightType};
 
@@ -36,7 +38,9 @@ pub(crate) fn f16_at(bytes: &[u8], offset: usize) -> f32 {
 pub fn dequantize_row(ty: WeightType, src: &[u8], dst: &mut [f32]) -> Result<(), KernelError> {
     let cols = dst.len();
     let block = ty.block_size();
-    let expected = ty.row_bytes(cols).ok_or(KernelError::BadRowWidth { ty, cols, block })?;
+    let expected = ty
+        .row_bytes(cols)
+        .ok_or(KernelError::BadRowWidth { ty, cols, block })?;
     if src.len() != expected {
         return Err(KernelError::BadSize {
             what: "dequantize_row source",
@@ -47,7 +51,9 @@ pub fn dequantize_row(ty: WeightType, src: &[u8], dst: &mut [f32]) -> Result<(),
             actual: src.len(),
         });
     }
-    let blocks = src.chunks_exact(ty.type_size()).zip(dst.chunks_exact_mut(block));
+    let blocks = src
+        .chunks_exact(ty.type_size())
+        .zip(dst.chunks_exact_mut(block));
     match ty {
         WeightType::F32 => {
             for (s, d) in blocks {

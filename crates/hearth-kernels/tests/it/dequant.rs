@@ -27,7 +27,10 @@ fn q4_0_block() {
     b[2] = 0x21;
     b[2 + 15] = 0xF0;
     let y = dequantize_one(WeightType::Q4_0, &b);
-    check(&y, &[(0, -3.5), (16, -3.0), (15, -4.0), (31, 3.5), (5, -4.0)]);
+    check(
+        &y,
+        &[(0, -3.5), (16, -3.0), (15, -4.0), (31, 3.5), (5, -4.0)],
+    );
 }
 
 #[test]
@@ -48,7 +51,10 @@ fn q5_0_block() {
     b[6] = 0x3F;
     b[7] = 0x52;
     let y = dequantize_one(WeightType::Q5_0, &b);
-    check(&y, &[(0, 3.75), (16, -3.25), (1, -3.5), (17, 1.25), (2, -4.0)]);
+    check(
+        &y,
+        &[(0, 3.75), (16, -3.25), (1, -3.5), (17, 1.25), (2, -4.0)],
+    );
 }
 
 #[test]
@@ -84,7 +90,10 @@ fn q2_k_block() {
     b[16 + 16] = 0b10_0000; // value 80 (plane 2, l 16) = 2
     b[16 + 32] = 0b0100; // value 160 (half 1, plane 1, l 0) = 1
     let y = dequantize_one(WeightType::Q2K, &b);
-    check(&y, &[(0, 2.0), (1, -1.0), (80, 5.5), (32, 0.0), (160, -2.5)]);
+    check(
+        &y,
+        &[(0, 2.0), (1, -1.0), (80, 5.5), (32, 0.0), (160, -2.5)],
+    );
 }
 
 #[test]
@@ -154,7 +163,10 @@ fn q6_k_block() {
 fn float_types() {
     let values = [1.5f32, -2.25, 0.0, 65504.0];
     let f32_bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    let f16_bytes: Vec<u8> = values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect();
+    let f16_bytes: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+        .collect();
     let bf16_bytes: Vec<u8> = [1.5f32, -2.25, 0.0, 65536.0]
         .iter()
         .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())

@@ -2,7 +2,7 @@
 
 use hearth_kernels::matmul::matmul_portable;
 use hearth_kernels::{
-    KernelError, Matrix, MatmulScratch, ThreadPool, WeightType, matmul, quantize_row_q8_0,
+    KernelError, MatmulScratch, Matrix, ThreadPool, WeightType, matmul, quantize_row_q8_0,
     quantize_row_q8_1, quantize_row_q8_k,
 };
 use proptest::prelude::*;
@@ -25,7 +25,9 @@ const TOL_ABS: f32 = 1e-5;
 fn activation_budget(ty: WeightType) -> f32 {
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => 0.0,
-        WeightType::Q2K | WeightType::Q3K | WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => 0.5 + 1e-3,
+        WeightType::Q2K | WeightType::Q3K | WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => {
+            0.5 + 1e-3
+        }
         _ => 0.5 + 3e-3,
     }
 }
@@ -36,7 +38,11 @@ fn quantized_activations(ty: WeightType, x: &[f32]) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     match ty {
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => out.copy_from_slice(x),
-        WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 | WeightType::Q4_1 | WeightType::Q5_1 => {
+        WeightType::Q4_0
+        | WeightType::Q5_0
+        | WeightType::Q8_0
+        | WeightType::Q4_1
+        | WeightType::Q5_1 => {
             let with_sum = matches!(ty, WeightType::Q4_1 | WeightType::Q5_1);
             let block_bytes = if with_sum { 36 } else { 34 };
             let mut q = vec![0u8; x.len() / 32 * block_bytes];
@@ -82,7 +88,14 @@ impl Case {
         let cols = blocks * ty.block_size().max(32);
         let weights = random_matrix(ty, rows, cols, &mut rng);
         let x = rng.floats(n_tokens * cols, 2.0);
-        Self { ty, rows, cols, n_tokens, weights, x }
+        Self {
+            ty,
+            rows,
+            cols,
+            n_tokens,
+            weights,
+            x,
+        }
     }
 
     fn matrix(&self) -> Matrix<'_> {
@@ -94,7 +107,15 @@ impl Case {
         let mut out = vec![f32::NAN; self.n_tokens * self.rows];
         let mut scratch = MatmulScratch::default();
         let f = if portable { matmul_portable } else { matmul };
-        f(&pool, &self.matrix(), &self.x, self.n_tokens, &mut out, &mut scratch).expect("matmul");
+        f(
+            &pool,
+            &self.matrix(),
+            &self.x,
+            self.n_tokens,
+            &mut out,
+            &mut scratch,
+        )
+        .expect("matmul");
         out
     }
 
@@ -121,15 +142,24 @@ impl Case {
                 let same: f32 = wr.iter().zip(&xq).map(|(a, b)| a * b).sum();
                 let magnitude: f32 = wr.iter().zip(&xq).map(|(a, b)| (a * b).abs()).sum();
                 let tol = TOL_SAME_NUMBERS * magnitude + TOL_ABS;
-                assert!((got - same).abs() <= tol, "{:?} r{r} t{t}: {got} vs {same} (tol {tol})", self.ty);
+                assert!(
+                    (got - same).abs() <= tol,
+                    "{:?} r{r} t{t}: {got} vs {same} (tol {tol})",
+                    self.ty
+                );
                 let exact: f32 = wr.iter().zip(x).map(|(a, b)| a * b).sum();
                 let mut budget = TOL_ABS + TOL_SAME_NUMBERS * magnitude;
                 for (wb, xb) in wr.chunks(block).zip(x.chunks(block)) {
                     let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                     let step = amax / 127.0;
-                    budget += activation_budget(self.ty) * step * wb.iter().map(|v| v.abs()).sum::<f32>();
+                    budget +=
+                        activation_budget(self.ty) * step * wb.iter().map(|v| v.abs()).sum::<f32>();
                 }
-                assert!((got - exact).abs() <= budget, "{:?} r{r} t{t}: {got} vs f32 {exact}", self.ty);
+                assert!(
+                    (got - exact).abs() <= budget,
+                    "{:?} r{r} t{t}: {got} vs f32 {exact}",
+                    self.ty
+                );
             }
         }
     }
@@ -184,7 +214,8 @@ fn prefill_tiles_and_remainders_match_portable() {
             let case = Case::new(ty, rows, 2, n_tokens, 1000 + i as u64);
             let fast = case.run(2, false);
             let portable = case.run(1, true);
-            let magnitude = case.x.iter().map(|v| v.abs()).fold(0.0f32, f32::max) * case.cols as f32;
+            let magnitude =
+                case.x.iter().map(|v| v.abs()).fold(0.0f32, f32::max) * case.cols as f32;
             assert_close(ty, &fast, &portable, magnitude);
         }
     }
@@ -194,10 +225,22 @@ fn prefill_tiles_and_remainders_match_portable() {
 fn scratch_is_reused_across_shapes() {
     let pool = ThreadPool::new(2);
     let mut scratch = MatmulScratch::default();
-    for &(ty, n_tokens) in &[(WeightType::Q4_1, 9), (WeightType::Q6K, 2), (WeightType::Q8_0, 1)] {
+    for &(ty, n_tokens) in &[
+        (WeightType::Q4_1, 9),
+        (WeightType::Q6K, 2),
+        (WeightType::Q8_0, 1),
+    ] {
         let case = Case::new(ty, 6, 1, n_tokens, 7);
         let mut out = vec![0.0f32; n_tokens * 6];
-        matmul(&pool, &case.matrix(), &case.x, n_tokens, &mut out, &mut scratch).expect("matmul");
+        matmul(
+            &pool,
+            &case.matrix(),
+            &case.x,
+            n_tokens,
+            &mut out,
+            &mut scratch,
+        )
+        .expect("matmul");
         case.check_against_reference(&out);
     }
 }
@@ -207,15 +250,26 @@ fn rejects_bad_sizes() {
     let pool = ThreadPool::new(1);
     let mut scratch = MatmulScratch::default();
     let data = vec![0u8; 2 * 18];
-    assert!(matches!(Matrix::new(WeightType::Q4_0, 2, 33, &data), Err(KernelError::BadRowWidth { .. })));
-    assert!(matches!(Matrix::new(WeightType::Q4_0, 3, 32, &data), Err(KernelError::BadSize { .. })));
+    assert!(matches!(
+        Matrix::new(WeightType::Q4_0, 2, 33, &data),
+        Err(KernelError::BadRowWidth { .. })
+    ));
+    assert!(matches!(
+        Matrix::new(WeightType::Q4_0, 3, 32, &data),
+        Err(KernelError::BadSize { .. })
+    ));
     let w = Matrix::new(WeightType::Q4_0, 2, 32, &data).expect("valid");
     let mut out = vec![0.0f32; 2];
     let err = matmul(&pool, &w, &[0.0; 31], 1, &mut out, &mut scratch);
-    assert!(matches!(err, Err(KernelError::BadSize { .. })));
+    assert!(matches!(err, Err(KernelError::BadLength { .. })));
     let err = matmul(&pool, &w, &[0.0; 32], 1, &mut out[..1], &mut scratch);
-    assert!(matches!(err, Err(KernelError::BadSize { .. })));
-    assert!(matches!(w.dequantize_row(2, &mut [0.0; 32]), Err(KernelError::RowOutOfRange { .. })));
+    assert!(matches!(err, Err(KernelError::BadLength { .. })));
+    let err = matmul(&pool, &w, &[0.0; 32], usize::MAX, &mut out, &mut scratch);
+    assert!(matches!(err, Err(KernelError::BadLength { .. })));
+    assert!(matches!(
+        w.dequantize_row(2, &mut [0.0; 32]),
+        Err(KernelError::RowOutOfRange { .. })
+    ));
     assert!(matmul(&pool, &w, &[], 0, &mut [], &mut scratch).is_ok());
 }
 

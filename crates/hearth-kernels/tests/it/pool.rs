@@ -15,7 +15,10 @@ fn runs_every_task_exactly_once() {
             pool.run(n_tasks, &|i| {
                 counts[i].fetch_add(1, Ordering::Relaxed);
             });
-            assert!(counts.iter().all(|c| c.load(Ordering::Relaxed) == 1), "{threads} threads, {n_tasks} tasks");
+            assert!(
+                counts.iter().all(|c| c.load(Ordering::Relaxed) == 1),
+                "{threads} threads, {n_tasks} tasks"
+            );
         }
     }
 }

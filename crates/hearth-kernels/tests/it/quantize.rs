@@ -10,7 +10,10 @@ use crate::support::Rng;
 fn q8_0(x: &[f32]) -> (f32, Vec<i8>) {
     let mut out = vec![0u8; 34];
     quantize_row_q8_0(x, &mut out).expect("q8_0");
-    (f16::from_le_bytes([out[0], out[1]]).to_f32(), out[2..].iter().map(|&b| b as i8).collect())
+    (
+        f16::from_le_bytes([out[0], out[1]]).to_f32(),
+        out[2..].iter().map(|&b| b as i8).collect(),
+    )
 }
 
 #[test]
@@ -73,9 +76,18 @@ fn zero_blocks_quantize_to_zero() {
 #[test]
 fn rejects_bad_sizes() {
     let mut out = vec![0u8; 34];
-    assert!(matches!(quantize_row_q8_0(&[0.0; 31], &mut out), Err(KernelError::BadRowWidth { .. })));
-    assert!(matches!(quantize_row_q8_0(&[0.0; 64], &mut out), Err(KernelError::BadSize { .. })));
-    assert!(matches!(quantize_row_q8_k(&[0.0; 32], &mut out), Err(KernelError::BadRowWidth { .. })));
+    assert!(matches!(
+        quantize_row_q8_0(&[0.0; 31], &mut out),
+        Err(KernelError::BadRowWidth { .. })
+    ));
+    assert!(matches!(
+        quantize_row_q8_0(&[0.0; 64], &mut out),
+        Err(KernelError::BadLength { .. })
+    ));
+    assert!(matches!(
+        quantize_row_q8_k(&[0.0; 32], &mut out),
+        Err(KernelError::BadRowWidth { .. })
+    ));
 }
 
 proptest! {

@@ -64,16 +64,30 @@ fn scale_offsets(ty: WeightType) -> &'static [usize] {
 pub fn random_matrix(ty: WeightType, rows: usize, cols: usize, rng: &mut Rng) -> Vec<u8> {
     let n = rows * cols;
     match ty {
-        WeightType::F32 => rng.floats(n, 1.0).iter().flat_map(|v| v.to_le_bytes()).collect(),
-        WeightType::F16 => rng.floats(n, 1.0).iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-        WeightType::BF16 => {
-            rng.floats(n, 1.0).iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect()
-        }
+        WeightType::F32 => rng
+            .floats(n, 1.0)
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        WeightType::F16 => rng
+            .floats(n, 1.0)
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect(),
+        WeightType::BF16 => rng
+            .floats(n, 1.0)
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+            .collect(),
         _ => {
             let bytes = ty.row_bytes(cols).expect("whole blocks") * rows;
             let mut data: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
             let scale = match ty {
-                WeightType::Q2K | WeightType::Q3K | WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => 0.002,
+                WeightType::Q2K
+                | WeightType::Q3K
+                | WeightType::Q4K
+                | WeightType::Q5K
+                | WeightType::Q6K => 0.002,
                 _ => 0.02,
             };
             for block in data.chunks_exact_mut(ty.type_size()) {

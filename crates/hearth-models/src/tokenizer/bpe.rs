@@ -46,9 +46,9 @@ impl BytePairEncoder {
             *interned.entry(s.to_string()).or_insert(next)
         };
         for (rank, merge) in merges.iter().enumerate() {
-            let merge = merge
-                .as_str()
-                .ok_or_else(|| ModelError::Tokenizer(format!("tokenizer.ggml.merges[{rank}] is not a string")))?;
+            let merge = merge.as_str().ok_or_else(|| {
+                ModelError::Tokenizer(format!("tokenizer.ggml.merges[{rank}] is not a string"))
+            })?;
             // The separator is the first space after the first byte.
             let bytes = merge.as_bytes();
             let Some(split) = bytes.iter().skip(1).position(|&b| b == b' ').map(|i| i + 1) else {
@@ -58,7 +58,11 @@ impl BytePairEncoder {
             let key = (intern(left), intern(right));
             ranks.entry(key).or_insert(rank as u32);
         }
-        Ok(Self { pre, interned, ranks })
+        Ok(Self {
+            pre,
+            interned,
+            ranks,
+        })
     }
 
     fn rank(&self, left: &str, right: &str) -> Option<u32> {
@@ -114,7 +118,9 @@ impl BytePairEncoder {
         // Queue entries: (rank, left index, left len, right len); an entry
         // is stale once either symbol changed length.
         let push_pair = |symbols: &[Symbol], queue: &mut BinaryHeap<_>, left: usize| {
-            let Some(right) = symbols[left].next else { return };
+            let Some(right) = symbols[left].next else {
+                return;
+            };
             let (l, r) = (&symbols[left], &symbols[right]);
             if let Some(rank) = self.rank(text(l), text(r)) {
                 queue.push(Reverse((rank, left, l.len, r.len)));
@@ -124,8 +130,14 @@ impl BytePairEncoder {
             push_pair(symbols, queue, left);
         }
         while let Some(Reverse((_, left, left_len, right_len))) = queue.pop() {
-            let Some(right) = symbols[left].next else { continue };
-            if symbols[left].len != left_len || symbols[right].len != right_len || left_len == 0 || right_len == 0 {
+            let Some(right) = symbols[left].next else {
+                continue;
+            };
+            if symbols[left].len != left_len
+                || symbols[right].len != right_len
+                || left_len == 0
+                || right_len == 0
+            {
                 continue;
             }
             let merged_next = symbols[right].next;
@@ -149,7 +161,9 @@ impl BytePairEncoder {
                 None => {
                     for b in piece.bytes() {
                         let single = [b];
-                        if let Some(id) = std::str::from_utf8(&single).ok().and_then(|s| vocab.id(s)) {
+                        if let Some(id) =
+                            std::str::from_utf8(&single).ok().and_then(|s| vocab.id(s))
+                        {
                             out.push(id);
                         }
                     }

@@ -3,8 +3,8 @@
 //!
 //! Two models are supported: byte-level BPE with merges (`gpt2`, with the
 //! pre-tokenizer named by `tokenizer.ggml.pre`) and SentencePiece BPE with
-//! scores (`llama`). Both share the vocabulary ([`vocab`]) and the
-//! special-token splitting ([`special`]) that runs first; each stage lives
+//! scores (`llama`). Both share the vocabulary (`vocab`) and the
+//! special-token splitting (`special`) that runs first; each stage lives
 //! in its own module so that a new model or pre-tokenizer is one module and
 //! one match arm.
 
@@ -55,36 +55,66 @@ impl Tokenizer {
             "gpt2" => {
                 let pre_name = gguf.get_str_opt("tokenizer.ggml.pre")?.unwrap_or("default");
                 let pre = PreTokenizer::from_name(pre_name).ok_or_else(|| {
-                    ModelError::Tokenizer(format!("{path}: pre-tokenizer '{pre_name}' is not supported"))
+                    ModelError::Tokenizer(format!(
+                        "{path}: pre-tokenizer '{pre_name}' is not supported"
+                    ))
                 })?;
-                let merges = gguf.get_array_opt("tokenizer.ggml.merges")?.ok_or_else(|| ModelError::MissingKey {
-                    path: gguf.path().into(),
-                    key: "tokenizer.ggml.merges".into(),
-                })?;
+                let merges = gguf
+                    .get_array_opt("tokenizer.ggml.merges")?
+                    .ok_or_else(|| ModelError::MissingKey {
+                        path: gguf.path().into(),
+                        key: "tokenizer.ggml.merges".into(),
+                    })?;
                 let default_add_bos = pre.default_add_bos;
                 let encoder = BytePairEncoder::new(merges, pre)
                     .map_err(|e| ModelError::Tokenizer(format!("{path}: {e}")))?;
-                (VocabKind::BytePairs, Model::BytePairs(encoder), default_add_bos)
+                (
+                    VocabKind::BytePairs,
+                    Model::BytePairs(encoder),
+                    default_add_bos,
+                )
             }
             "llama" => {
-                let add_space_prefix = gguf.get_bool_opt("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
-                (VocabKind::SentencePiece, Model::SentencePiece { add_space_prefix }, true)
+                let add_space_prefix = gguf
+                    .get_bool_opt("tokenizer.ggml.add_space_prefix")?
+                    .unwrap_or(true);
+                (
+                    VocabKind::SentencePiece,
+                    Model::SentencePiece { add_space_prefix },
+                    true,
+                )
             }
             other => {
-                return Err(ModelError::Tokenizer(format!("{path}: tokenizer model '{other}' is not supported")));
+                return Err(ModelError::Tokenizer(format!(
+                    "{path}: tokenizer model '{other}' is not supported"
+                )));
             }
         };
         let vocab = Vocab::from_gguf(gguf, kind)?;
-        let add_bos = gguf.get_bool_opt("tokenizer.ggml.add_bos_token")?.unwrap_or(default_add_bos);
-        let add_eos = gguf.get_bool_opt("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+        let add_bos = gguf
+            .get_bool_opt("tokenizer.ggml.add_bos_token")?
+            .unwrap_or(default_add_bos);
+        let add_eos = gguf
+            .get_bool_opt("tokenizer.ggml.add_eos_token")?
+            .unwrap_or(false);
         if add_bos && vocab.bos.is_none() {
-            return Err(ModelError::Tokenizer(format!("{path}: add_bos_token is set but there is no BOS token")));
+            return Err(ModelError::Tokenizer(format!(
+                "{path}: add_bos_token is set but there is no BOS token"
+            )));
         }
         if add_eos && vocab.eos.is_none() {
-            return Err(ModelError::Tokenizer(format!("{path}: add_eos_token is set but there is no EOS token")));
+            return Err(ModelError::Tokenizer(format!(
+                "{path}: add_eos_token is set but there is no EOS token"
+            )));
         }
         let special = SpecialSplitter::new(&vocab);
-        Ok(Self { vocab, model, special, add_bos, add_eos })
+        Ok(Self {
+            vocab,
+            model,
+            special,
+            add_bos,
+            add_eos,
+        })
     }
 
     /// Tokenizes `text`. `add_special`: add BOS (and EOS) as the model's
@@ -101,7 +131,9 @@ impl Tokenizer {
                 for fragment in fragments {
                     match fragment {
                         Fragment::Token(id) => out.push(id),
-                        Fragment::Text(range) => encoder.encode(&self.vocab, &text[range], &mut out),
+                        Fragment::Text(range) => {
+                            encoder.encode(&self.vocab, &text[range], &mut out)
+                        }
                     }
                 }
             }
@@ -149,14 +181,17 @@ impl Tokenizer {
         String::from_utf8_lossy(&bytes).into_owned()
     }
 
+    /// Number of tokens; valid ids are `0..vocab_size()`.
     pub fn vocab_size(&self) -> usize {
         self.vocab.len()
     }
 
+    /// The beginning-of-sequence token, if the vocabulary has one.
     pub fn bos_id(&self) -> Option<u32> {
         self.vocab.bos
     }
 
+    /// The end-of-sequence token, if the vocabulary has one.
     pub fn eos_id(&self) -> Option<u32> {
         self.vocab.eos
     }
@@ -186,6 +221,7 @@ impl Tokenizer {
         self.vocab.attr(id) & attr::CONTROL != 0
     }
 
+    /// The token whose vocabulary text is exactly `text`.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.vocab.id(text)
     }
@@ -203,6 +239,7 @@ pub struct StreamDecoder {
 }
 
 impl StreamDecoder {
+    /// A decoder with nothing pending.
     pub fn new() -> Self {
         Self::default()
     }

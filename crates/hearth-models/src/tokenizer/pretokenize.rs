@@ -45,7 +45,11 @@ impl PreTokenizer {
     /// The pre-tokenizer for a `tokenizer.ggml.pre` value (empty: `default`),
     /// or `None` when the name is not supported.
     pub(crate) fn from_name(name: &str) -> Option<Self> {
-        let make = |stages: Vec<Stage>| Self { stages, ignore_merges: false, default_add_bos: false };
+        let make = |stages: Vec<Stage>| Self {
+            stages,
+            ignore_merges: false,
+            default_add_bos: false,
+        };
         let llama3 = Stage::Llama3 { max_digits: 3 };
         Some(match name {
             "" | "default" => make(vec![
@@ -54,17 +58,20 @@ impl PreTokenizer {
                 Stage::NumberRuns,
                 Stage::ThreeDigits,
             ]),
-            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => {
-                Self { stages: vec![llama3], ignore_merges: true, default_add_bos: true }
-            }
+            "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "pixtral" => Self {
+                stages: vec![llama3],
+                ignore_merges: true,
+                default_add_bos: true,
+            },
             "dbrx" | "smaug-bpe" => make(vec![llama3]),
             "qwen2" | "deepseek-r1-qwen" | "megrez" | "stablelm2" => {
                 make(vec![Stage::Llama3 { max_digits: 1 }])
             }
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
-                make(vec![Stage::EachNumber, Stage::Gpt2])
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
+            | "minerva-7b" => make(vec![Stage::EachNumber, Stage::Gpt2]),
+            "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "exaone4" => {
+                make(vec![Stage::Gpt2])
             }
-            "gpt2" | "gpt-2" | "phi-2" | "mpt" | "olmo" | "jais" | "exaone4" => make(vec![Stage::Gpt2]),
             _ => return None,
         })
     }
@@ -72,7 +79,8 @@ impl PreTokenizer {
     /// Splits `text` into words (slices of `text`, in order, covering it).
     pub(crate) fn split<'a>(&self, text: &'a str) -> Vec<&'a str> {
         let chars: Vec<char> = text.chars().collect();
-        let mut pieces = vec![0..chars.len()];
+        let mut pieces = Vec::with_capacity(1);
+        pieces.push(0..chars.len());
         let mut next = Vec::new();
         for &stage in &self.stages {
             next.clear();
@@ -101,10 +109,16 @@ fn split_piece(stage: Stage, chars: &[char], piece: Range<usize>, out: &mut Vec<
     match stage {
         Stage::Gpt2 => Scanner::new(chars, piece, out).gpt2(),
         Stage::Llama3 { max_digits } => Scanner::new(chars, piece, out).llama3(max_digits),
-        Stage::EachNumber => split_matches(chars, piece, out, |chars, at, _| is_number(chars[at]).then_some(1)),
-        Stage::NumberRuns => split_matches(chars, piece, out, |chars, at, end| run_len(chars, at, end, is_number)),
+        Stage::EachNumber => split_matches(chars, piece, out, |chars, at, _| {
+            is_number(chars[at]).then_some(1)
+        }),
+        Stage::NumberRuns => split_matches(chars, piece, out, |chars, at, end| {
+            run_len(chars, at, end, is_number)
+        }),
         Stage::PunctuationRuns => split_matches(chars, piece, out, |chars, at, end| {
-            run_len(chars, at, end, |c| is_punctuation(c) || matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|'))
+            run_len(chars, at, end, |c| {
+                is_punctuation(c) || matches!(c, '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|')
+            })
         }),
         Stage::ThreeDigits => split_matches(chars, piece, out, |chars, at, end| {
             (at + 3 <= end && chars[at..at + 3].iter().all(char::is_ascii_digit)).then_some(3)
@@ -157,7 +171,12 @@ struct Flags {
 
 impl Flags {
     fn of(c: char) -> Self {
-        Self { in_range: true, letter: is_letter(c), number: is_number(c), whitespace: is_whitespace(c) }
+        Self {
+            in_range: true,
+            letter: is_letter(c),
+            number: is_number(c),
+            whitespace: is_whitespace(c),
+        }
     }
 
     /// `[^\s\p{L}\p{N}]` inside the piece.
@@ -177,7 +196,13 @@ struct Scanner<'a, 'o> {
 
 impl<'a, 'o> Scanner<'a, 'o> {
     fn new(chars: &'a [char], piece: Range<usize>, out: &'o mut Vec<Range<usize>>) -> Self {
-        Self { chars, start: piece.start, end: piece.end, out, prev_end: piece.start }
+        Self {
+            chars,
+            start: piece.start,
+            end: piece.end,
+            out,
+            prev_end: piece.start,
+        }
     }
 
     fn char_at(&self, pos: usize) -> Option<char> {
@@ -230,7 +255,11 @@ impl<'a, 'o> Scanner<'a, 'o> {
     /// `\s+(?!\S)|\s+` at `pos` with a run of `n` whitespace characters:
     /// the last one is left for the next word when a non-space follows.
     fn whitespace_end(&self, pos: usize, n: usize) -> usize {
-        if n > 1 && self.char_at(pos + n).is_some() { pos + n - 1 } else { pos + n }
+        if n > 1 && self.char_at(pos + n).is_some() {
+            pos + n - 1
+        } else {
+            pos + n
+        }
     }
 
     fn gpt2(mut self) {
@@ -264,7 +293,11 @@ impl<'a, 'o> Scanner<'a, 'o> {
                 continue;
             }
             let (n, _) = self.whitespace_run(pos);
-            pos = if n > 0 { self.whitespace_end(pos, n) } else { pos + 1 };
+            pos = if n > 0 {
+                self.whitespace_end(pos, n)
+            } else {
+                pos + 1
+            };
             self.emit(pos);
         }
     }
@@ -282,7 +315,9 @@ impl<'a, 'o> Scanner<'a, 'o> {
                 continue;
             }
             // `[^\r\n\p{L}\p{N}]?\p{L}+`
-            if !(c == '\r' || c == '\n' || flags.number) && (flags.letter || self.flags(pos + 1).letter) {
+            if !(c == '\r' || c == '\n' || flags.number)
+                && (flags.letter || self.flags(pos + 1).letter)
+            {
                 pos += 1;
                 while self.flags(pos).letter {
                     pos += 1;
@@ -334,27 +369,38 @@ mod tests {
     use super::*;
 
     fn split(name: &str, text: &str) -> Vec<String> {
-        let pre = PreTokenizer::from_name(name).map(|p| p.split(text)).unwrap_or_default();
+        let pre = PreTokenizer::from_name(name)
+            .map(|p| p.split(text))
+            .unwrap_or_default();
         pre.into_iter().map(str::to_string).collect()
     }
 
     #[test]
     fn gpt2_splits_like_the_regex() {
-        assert_eq!(split("gpt2", "Hello world's  end!!\n\n x 123"), [
-            "Hello", " world", "'s", " ", " end", "!!", "\n\n", " x", " 123"
-        ]);
+        assert_eq!(
+            split("gpt2", "Hello world's  end!!\n\n x 123"),
+            [
+                "Hello", " world", "'s", " ", " end", "!!", "\n\n", " x", " 123"
+            ]
+        );
     }
 
     #[test]
     fn smollm_splits_digits_alone() {
-        assert_eq!(split("smollm", "a 2024 b"), ["a", " ", "2", "0", "2", "4", " b"]);
+        assert_eq!(
+            split("smollm", "a 2024 b"),
+            ["a", " ", "2", "0", "2", "4", " b"]
+        );
     }
 
     #[test]
     fn llama3_groups_digits_by_three_and_keeps_newlines() {
-        assert_eq!(split("llama-bpe", "I'M 1234567\n\n  hi..\n"), [
-            "I", "'M", " ", "123", "456", "7", "\n\n", " ", " hi", "..\n"
-        ]);
+        assert_eq!(
+            split("llama-bpe", "I'M 1234567\n\n  hi..\n"),
+            [
+                "I", "'M", " ", "123", "456", "7", "\n\n", " ", " hi", "..\n"
+            ]
+        );
     }
 
     #[test]

@@ -33,7 +33,9 @@ impl PartialOrd for Bigram {
 }
 impl Ord for Bigram {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.score.total_cmp(&other.score).then_with(|| Reverse(self.left).cmp(&Reverse(other.left)))
+        self.score
+            .total_cmp(&other.score)
+            .then_with(|| Reverse(self.left).cmp(&Reverse(other.left)))
     }
 }
 
@@ -61,14 +63,26 @@ pub(crate) fn encode(vocab: &Vocab, text: &str, out: &mut Vec<u32>) {
         });
     }
     let mut queue = BinaryHeap::new();
-    let try_add = |symbols: &[Symbol], queue: &mut BinaryHeap<Bigram>, left: Option<usize>, right: Option<usize>| {
-        let (Some(left), Some(right)) = (left, right) else { return };
+    let try_add = |symbols: &[Symbol],
+                   queue: &mut BinaryHeap<Bigram>,
+                   left: Option<usize>,
+                   right: Option<usize>| {
+        let (Some(left), Some(right)) = (left, right) else {
+            return;
+        };
         let (l, r) = (&symbols[left], &symbols[right]);
         let size = l.len + r.len;
-        let Some(merged) = text.get(l.start..l.start + size) else { return };
+        let Some(merged) = text.get(l.start..l.start + size) else {
+            return;
+        };
         let Some(id) = vocab.id(merged) else { return };
         let score = vocab.scores.get(id as usize).copied().unwrap_or(0.0);
-        queue.push(Bigram { score, left, right, size });
+        queue.push(Bigram {
+            score,
+            left,
+            right,
+            size,
+        });
     };
     for i in 1..symbols.len() {
         try_add(&symbols, &mut queue, Some(i - 1), Some(i));

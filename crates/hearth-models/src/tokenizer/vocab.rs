@@ -61,8 +61,20 @@ const EOT_TEXTS: &[&str] = &[
 /// Fill-in-the-middle tokens that end generation, with the texts that
 /// identify them when the metadata names none.
 const FIM_EOG: &[(&str, &[&str])] = &[
-    ("tokenizer.ggml.fim_pad_token_id", &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]),
-    ("tokenizer.ggml.fim_rep_token_id", &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"]),
+    (
+        "tokenizer.ggml.fim_pad_token_id",
+        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+    ),
+    (
+        "tokenizer.ggml.fim_rep_token_id",
+        &[
+            "<|fim_repo|>",
+            "<|repo_name|>",
+            "<fim-repo>",
+            "<REPO>",
+            "<reponame>",
+        ],
+    ),
     ("tokenizer.ggml.fim_sep_token_id", &["<|file_sep|>"]),
 ];
 
@@ -103,10 +115,14 @@ impl Vocab {
     /// Reads the vocabulary; `kind` decides the default special ids.
     pub(crate) fn from_gguf(gguf: &GgufFile, kind: VocabKind) -> Result<Self> {
         let path = gguf.path().display().to_string();
-        let tokens = array(gguf, "tokenizer.ggml.tokens")?
-            .ok_or_else(|| ModelError::MissingKey { path: gguf.path().into(), key: "tokenizer.ggml.tokens".into() })?;
+        let tokens =
+            array(gguf, "tokenizer.ggml.tokens")?.ok_or_else(|| ModelError::MissingKey {
+                path: gguf.path().into(),
+                key: "tokenizer.ggml.tokens".into(),
+            })?;
         let n = tokens.len();
-        let n_u32 = u32::try_from(n).map_err(|_| bad(format!("{path}: vocabulary of {n} tokens is too large")))?;
+        let n_u32 = u32::try_from(n)
+            .map_err(|_| bad(format!("{path}: vocabulary of {n} tokens is too large")))?;
 
         let scores = match array(gguf, "tokenizer.ggml.scores")? {
             None => vec![0.0; n],
@@ -115,7 +131,12 @@ impl Vocab {
                 .map(|v| v.as_f64().map(|s| s as f32))
                 .collect::<Option<Vec<_>>>()
                 .ok_or_else(|| bad(format!("{path}: tokenizer.ggml.scores holds non-numbers")))?,
-            Some(values) => return Err(bad(format!("{path}: {} scores for {n} tokens", values.len()))),
+            Some(values) => {
+                return Err(bad(format!(
+                    "{path}: {} scores for {n} tokens",
+                    values.len()
+                )));
+            }
         };
         let types: Vec<i128> = match array(gguf, "tokenizer.ggml.token_type")? {
             None => vec![1; n],
@@ -123,21 +144,38 @@ impl Vocab {
                 .iter()
                 .map(MetaValue::as_integer)
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad(format!("{path}: tokenizer.ggml.token_type holds non-integers")))?,
-            Some(values) => return Err(bad(format!("{path}: {} token types for {n} tokens", values.len()))),
+                .ok_or_else(|| {
+                    bad(format!(
+                        "{path}: tokenizer.ggml.token_type holds non-integers"
+                    ))
+                })?,
+            Some(values) => {
+                return Err(bad(format!(
+                    "{path}: {} token types for {n} tokens",
+                    values.len()
+                )));
+            }
         };
 
         let mut texts = Vec::with_capacity(n);
         let mut ids = HashMap::with_capacity(n);
         let mut attrs = Vec::with_capacity(n);
         for (i, (value, &ty)) in tokens.iter().zip(&types).enumerate() {
-            let text = value
-                .as_str()
-                .ok_or_else(|| bad(format!("{path}: tokenizer.ggml.tokens[{i}] is not a string")))?;
-            let text = if text.is_empty() { format!("[EMPTY_{i}]") } else { text.to_string() };
+            let text = value.as_str().ok_or_else(|| {
+                bad(format!(
+                    "{path}: tokenizer.ggml.tokens[{i}] is not a string"
+                ))
+            })?;
+            let text = if text.is_empty() {
+                format!("[EMPTY_{i}]")
+            } else {
+                text.to_string()
+            };
             let id = i as u32;
             if let Some(first) = ids.insert(text.clone(), id) {
-                return Err(bad(format!("{path}: duplicate token {text:?} (ids {first} and {id})")));
+                return Err(bad(format!(
+                    "{path}: duplicate token {text:?} (ids {first} and {id})"
+                )));
             }
             texts.push(text);
             attrs.push(match ty {
@@ -197,7 +235,12 @@ impl Vocab {
     /// Builds the end-of-generation set: EOS, EOT, EOM, the FIM pad/repo/
     /// separator tokens and every token whose text is a known end marker.
     /// Tokens recognised by their text become control tokens.
-    fn find_end_of_generation(&mut self, gguf: &GgufFile, eot: Option<u32>, eom: Option<u32>) -> Result<()> {
+    fn find_end_of_generation(
+        &mut self,
+        gguf: &GgufFile,
+        eot: Option<u32>,
+        eom: Option<u32>,
+    ) -> Result<()> {
         let n = self.texts.len() as u32;
         let eot = match eot {
             Some(id) => Some(id),
@@ -208,7 +251,9 @@ impl Vocab {
         };
         let eom = match eom {
             Some(id) => Some(id),
-            None => self.find_text(&["<|eom_id|>"]).inspect(|&id| self.mark_control(id)),
+            None => self
+                .find_text(&["<|eom_id|>"])
+                .inspect(|&id| self.mark_control(id)),
         };
         let mut eog = BTreeSet::new();
         for (key, texts) in FIM_EOG {
@@ -230,19 +275,16 @@ impl Vocab {
         // Vocabularies with separate return/call markers use `<|end|>`
         // inside a turn, and those with `<|tool_response>` use `</s>` as text.
         let has = |text: &str| self.ids.get(text).is_some_and(|id| eog.contains(id));
-        let end_is_inside_turn = (has("<|return|>") || has("<|flush|>")) && (has("<|call|>") || has("<|calls|>"));
+        let end_is_inside_turn =
+            (has("<|return|>") || has("<|flush|>")) && (has("<|call|>") || has("<|calls|>"));
         let slash_s_is_text = has("<|tool_response>");
-        if end_is_inside_turn {
-            if let Some(&end) = self.ids.get("<|end|>") {
-                eog.remove(&end);
-                self.attrs[end as usize] = attr::USER_DEFINED;
-            }
+        if end_is_inside_turn && let Some(&end) = self.ids.get("<|end|>") {
+            eog.remove(&end);
+            self.attrs[end as usize] = attr::USER_DEFINED;
         }
-        if slash_s_is_text {
-            if let Some(&s) = self.ids.get("</s>") {
-                eog.remove(&s);
-                self.attrs[s as usize] = attr::NORMAL;
-            }
+        if slash_s_is_text && let Some(&s) = self.ids.get("</s>") {
+            eog.remove(&s);
+            self.attrs[s as usize] = attr::NORMAL;
         }
         // Control tokens whose text says "unused" are unused.
         for (text, a) in self.texts.iter().zip(self.attrs.iter_mut()) {
@@ -266,12 +308,16 @@ impl Vocab {
                 bytes.extend_from_slice(text.as_bytes());
             } else if a & attr::NORMAL != 0 {
                 match kind {
-                    VocabKind::SentencePiece => bytes.extend_from_slice(text.replace('\u{2581}', " ").as_bytes()),
+                    VocabKind::SentencePiece => {
+                        bytes.extend_from_slice(text.replace('\u{2581}', " ").as_bytes())
+                    }
                     VocabKind::BytePairs => {
                         for c in text.chars() {
                             match char_to_byte(c) {
                                 Some(b) => bytes.push(b),
-                                None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                                None => {
+                                    bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes())
+                                }
                             }
                         }
                     }

@@ -255,6 +255,24 @@ fn quantized_tensor_shape_and_size_are_checked() -> Result<()> {
 }
 
 #[test]
+fn quantized_tensor_dequantizes_through_the_kernels() -> Result<()> {
+    // One Q8_0 block per row: an f16 scale, then 32 signed bytes.
+    let mut data = Vec::new();
+    for row in 0..2i32 {
+        data.extend_from_slice(&half::f16::from_f32(0.5).to_le_bytes());
+        data.extend((0..32).map(|i| (i - 16 + row) as i8 as u8));
+    }
+    let writer = small_file().raw_tensor("q", &[32, 2], 8, data);
+    let gguf = open_bytes(&writer.build())??;
+    let values = gguf.tensor("q")?.to_f32()?;
+    let expected: Vec<f32> = (0..2)
+        .flat_map(|row| (0..32).map(move |i| (i - 16 + row) as f32 * 0.5))
+        .collect();
+    assert_eq!(values, expected);
+    Ok(())
+}
+
+#[test]
 fn too_many_dims_or_huge_shape_is_rejected() -> Result<()> {
     let writer = small_file().raw_tensor("five", &[1, 1, 1, 1, 1], 0, vec![0; 4]);
     assert!(matches!(
@@ -343,6 +361,16 @@ fn smollm2_opens_with_expected_header() -> Result<()> {
     let norm = gguf.tensor("output_norm.weight")?.to_f32()?;
     assert_eq!(norm.len(), 576);
     assert!(norm.iter().all(|v| v.is_finite()));
+    for info in gguf.tensors() {
+        let matrix = gguf.tensor(&info.name)?.matrix()?;
+        assert_eq!(
+            (matrix.cols() as u64, matrix.rows() as u64),
+            (info.cols(), info.rows())
+        );
+    }
+    let q = gguf.tensor("blk.0.attn_q.weight")?.to_f32()?;
+    assert_eq!(q.len(), 576 * 576);
+    assert!(q.iter().all(|v| v.is_finite()) && q.iter().any(|&v| v != 0.0));
     Ok(())
 }
 

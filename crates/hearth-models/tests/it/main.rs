@@ -4,5 +4,4 @@ mod chat_template;
 mod gguf;
 mod store;
 mod support;
-mod scratch_reference;
 mod tokenizer;

@@ -30,12 +30,19 @@ const ROUND_TRIP_TEXTS: &[&str] = &[
 #[test]
 fn smollm2_matches_known_llama_cpp_ids() -> Result<()> {
     let tok = smollm()?;
-    assert_eq!(tok.encode("The quick brown fox jumps over the lazy dog.", true, true), [
-        504, 2365, 6354, 16438, 27003, 690, 260, 23790, 2767, 30
-    ]);
-    assert_eq!(tok.encode("The capital of France is Paris.", false, false), [504, 3575, 282, 4649, 314, 7042, 30]);
+    assert_eq!(
+        tok.encode("The quick brown fox jumps over the lazy dog.", true, true),
+        [504, 2365, 6354, 16438, 27003, 690, 260, 23790, 2767, 30]
+    );
+    assert_eq!(
+        tok.encode("The capital of France is Paris.", false, false),
+        [504, 3575, 282, 4649, 314, 7042, 30]
+    );
     // Digits are split one by one.
-    assert_eq!(tok.encode(" 12345", false, false), [216, 33, 34, 35, 36, 37]);
+    assert_eq!(
+        tok.encode(" 12345", false, false),
+        [216, 33, 34, 35, 36, 37]
+    );
     Ok(())
 }
 
@@ -45,7 +52,10 @@ fn smollm2_special_tokens() -> Result<()> {
     assert_eq!(tok.token_id("<|endoftext|>"), Some(0));
     assert_eq!(tok.token_id("<|im_start|>"), Some(1));
     assert_eq!(tok.token_id("<|im_end|>"), Some(2));
-    assert_eq!((tok.bos_id(), tok.eos_id(), tok.adds_bos()), (Some(1), Some(2), false));
+    assert_eq!(
+        (tok.bos_id(), tok.eos_id(), tok.adds_bos()),
+        (Some(1), Some(2), false)
+    );
     assert_eq!(tok.eog_ids(), [0, 2, 4]);
     assert!(tok.is_eog(2) && !tok.is_eog(1) && !tok.is_eog(504));
     assert_eq!(tok.vocab_size(), 49152);
@@ -88,7 +98,10 @@ fn smollm2_round_trips() -> Result<()> {
 #[test]
 fn gemma3_adds_bos_and_round_trips() -> Result<()> {
     let tok = gemma()?;
-    assert_eq!((tok.bos_id(), tok.eos_id(), tok.adds_bos()), (Some(2), Some(1), true));
+    assert_eq!(
+        (tok.bos_id(), tok.eos_id(), tok.adds_bos()),
+        (Some(2), Some(1), true)
+    );
     let ids = tok.encode("Hello world", true, false);
     assert_eq!(ids.first(), Some(&2));
     assert_eq!(tok.decode(&ids), "Hello world");
@@ -100,9 +113,16 @@ fn gemma3_adds_bos_and_round_trips() -> Result<()> {
     // Whitespace runs are user-defined tokens, split even without parse_special.
     let two_spaces = tok.token_id("  ").context("no two-space token")?;
     assert!(tok.encode("a  b", false, false).contains(&two_spaces));
-    assert!(tok.is_eog(1) && tok.is_eog(tok.token_id("<end_of_turn>").context("no <end_of_turn>")?));
-    let turn = tok.token_id("<start_of_turn>").context("no <start_of_turn>")?;
-    assert_eq!(tok.encode("<start_of_turn>user", false, true).first(), Some(&turn));
+    assert!(
+        tok.is_eog(1) && tok.is_eog(tok.token_id("<end_of_turn>").context("no <end_of_turn>")?)
+    );
+    let turn = tok
+        .token_id("<start_of_turn>")
+        .context("no <start_of_turn>")?;
+    assert_eq!(
+        tok.encode("<start_of_turn>user", false, true).first(),
+        Some(&turn)
+    );
     Ok(())
 }
 
@@ -111,7 +131,10 @@ fn gemma3_falls_back_to_byte_tokens() -> Result<()> {
     let tok = gemma()?;
     // A supplementary private-use character has no token of its own.
     let ids = tok.encode("\u{10FFFD}", false, false);
-    let bytes: Vec<String> = "\u{10FFFD}".bytes().map(|b| format!("<0x{b:02X}>")).collect();
+    let bytes: Vec<String> = "\u{10FFFD}"
+        .bytes()
+        .map(|b| format!("<0x{b:02X}>"))
+        .collect();
     let expected: Vec<u32> = bytes.iter().filter_map(|b| tok.token_id(b)).collect();
     assert_eq!(ids, expected);
     assert_eq!(ids, [482, 381, 429, 427]);
@@ -122,7 +145,10 @@ fn gemma3_falls_back_to_byte_tokens() -> Result<()> {
 #[test]
 fn stream_decoder_holds_back_incomplete_utf8() -> Result<()> {
     let tok = gemma()?;
-    let byte = |b: u8| tok.token_id(&format!("<0x{b:02X}>")).context("no byte token");
+    let byte = |b: u8| {
+        tok.token_id(&format!("<0x{b:02X}>"))
+            .context("no byte token")
+    };
     let mut decoder = StreamDecoder::default();
     let mut out = String::new();
     for b in "😀".bytes() {
@@ -160,7 +186,8 @@ fn stream_decoder_reassembles_any_text() -> Result<()> {
 #[test]
 fn long_prompt_encodes_quickly() -> Result<()> {
     let tok = smollm()?;
-    let text = "The quick brown fox jumps over the lazy dog, 1234 times! Ünïcödé 中文 😀\n".repeat(120);
+    let text =
+        "The quick brown fox jumps over the lazy dog, 1234 times! Ünïcödé 中文 😀\n".repeat(120);
     let start = std::time::Instant::now();
     let ids = tok.encode(&text, false, true);
     let long_word = tok.encode(&"a".repeat(20_000), false, false);
@@ -171,9 +198,11 @@ fn long_prompt_encodes_quickly() -> Result<()> {
 }
 
 #[test]
-fn tokenizer_is_shareable_across_threads() {
+fn model_file_types_are_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Tokenizer>();
+    assert_send_sync::<hearth_models::ChatTemplate>();
+    assert_send_sync::<GgufFile>();
 }
 
 // Synthetic vocabularies: error paths and the two models on tiny data.
@@ -183,8 +212,14 @@ fn bpe_file(extra: impl FnOnce(GgufWriter) -> GgufWriter) -> GgufWriter {
         .kv("general.architecture", s("llama"))
         .kv("tokenizer.ggml.model", s("gpt2"))
         .kv("tokenizer.ggml.pre", s("gpt-2"))
-        .kv("tokenizer.ggml.tokens", strings(["<eos>", "a", "b", "ab", "\u{120}", "\u{120}ab", "c"]))
-        .kv("tokenizer.ggml.token_type", MetaValue::Array([3, 1, 1, 1, 1, 1, 1].map(MetaValue::I32).to_vec()))
+        .kv(
+            "tokenizer.ggml.tokens",
+            strings(["<eos>", "a", "b", "ab", "\u{120}", "\u{120}ab", "c"]),
+        )
+        .kv(
+            "tokenizer.ggml.token_type",
+            MetaValue::Array([3, 1, 1, 1, 1, 1, 1].map(MetaValue::I32).to_vec()),
+        )
         .kv("tokenizer.ggml.merges", strings(["a b", "\u{120} ab"]))
         .kv("tokenizer.ggml.eos_token_id", MetaValue::U32(0));
     extra(base)
@@ -210,13 +245,42 @@ fn synthetic_bpe_merges_by_rank() -> Result<()> {
 #[test]
 fn bad_tokenizer_metadata_is_an_error() -> Result<()> {
     let cases: Vec<(&str, GgufWriter)> = vec![
-        ("unknown model", bpe_file(|w| w.kv("x", s("x"))).with("tokenizer.ggml.model", s("wordpiece-xl"))),
-        ("unknown pre-tokenizer", bpe_file(|w| w).with("tokenizer.ggml.pre", s("no-such-pre"))),
-        ("duplicate token", bpe_file(|w| w).with("tokenizer.ggml.tokens", strings(["a", "a", "b", "c", "d", "e", "f"]))),
-        ("short token types", bpe_file(|w| w).with("tokenizer.ggml.token_type", MetaValue::Array(vec![MetaValue::I32(1)]))),
-        ("tokens not strings", bpe_file(|w| w).with("tokenizer.ggml.tokens", MetaValue::Array(vec![MetaValue::U8(1)]))),
-        ("add_bos without bos", bpe_file(|w| w.kv("tokenizer.ggml.add_bos_token", MetaValue::Bool(true)))
-            .with("tokenizer.ggml.tokens", strings(["<eos>", "a", "b", "ab", "\u{120}", "\u{120}ab", "c"]))),
+        (
+            "unknown model",
+            bpe_file(|w| w.kv("x", s("x"))).with("tokenizer.ggml.model", s("wordpiece-xl")),
+        ),
+        (
+            "unknown pre-tokenizer",
+            bpe_file(|w| w).with("tokenizer.ggml.pre", s("no-such-pre")),
+        ),
+        (
+            "duplicate token",
+            bpe_file(|w| w).with(
+                "tokenizer.ggml.tokens",
+                strings(["a", "a", "b", "c", "d", "e", "f"]),
+            ),
+        ),
+        (
+            "short token types",
+            bpe_file(|w| w).with(
+                "tokenizer.ggml.token_type",
+                MetaValue::Array(vec![MetaValue::I32(1)]),
+            ),
+        ),
+        (
+            "tokens not strings",
+            bpe_file(|w| w).with(
+                "tokenizer.ggml.tokens",
+                MetaValue::Array(vec![MetaValue::U8(1)]),
+            ),
+        ),
+        (
+            "add_bos without bos",
+            bpe_file(|w| w.kv("tokenizer.ggml.add_bos_token", MetaValue::Bool(true))).with(
+                "tokenizer.ggml.tokens",
+                strings(["<eos>", "a", "b", "ab", "\u{120}", "\u{120}ab", "c"]),
+            ),
+        ),
     ];
     for (what, writer) in cases {
         let result = load(&writer)?;
@@ -224,8 +288,13 @@ fn bad_tokenizer_metadata_is_an_error() -> Result<()> {
         assert!(result.is_err(), "{what}: loaded");
     }
     let mut missing_merges = bpe_file(|w| w);
-    missing_merges.kv.retain(|(k, _)| k != "tokenizer.ggml.merges");
-    assert!(matches!(load(&missing_merges)?, Err(ModelError::MissingKey { .. })));
+    missing_merges
+        .kv
+        .retain(|(k, _)| k != "tokenizer.ggml.merges");
+    assert!(matches!(
+        load(&missing_merges)?,
+        Err(ModelError::MissingKey { .. })
+    ));
     Ok(())
 }
 
@@ -244,15 +313,30 @@ fn synthetic_sentencepiece_prefers_high_scores_and_byte_fallback() -> Result<()>
     scores[n - 1] = -2.0; // ▁hi
     let writer = GgufWriter::default()
         .kv("tokenizer.ggml.model", s("llama"))
-        .kv("tokenizer.ggml.tokens", MetaValue::Array(tokens.iter().map(|t| s(t)).collect()))
-        .kv("tokenizer.ggml.scores", MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect()))
-        .kv("tokenizer.ggml.token_type", MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()));
+        .kv(
+            "tokenizer.ggml.tokens",
+            MetaValue::Array(tokens.iter().map(|t| s(t)).collect()),
+        )
+        .kv(
+            "tokenizer.ggml.scores",
+            MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect()),
+        )
+        .kv(
+            "tokenizer.ggml.token_type",
+            MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
+        );
     let tok = load(&writer)?.context("loading")?;
     let id = |t: &str| tok.token_id(t).context("missing token");
     // BOS by default, a space prefix, "hi" merges before "▁h", then "▁hi".
-    assert_eq!(tok.encode("hi", true, false), [id("<s>")?, id("\u{2581}hi")?]);
+    assert_eq!(
+        tok.encode("hi", true, false),
+        [id("<s>")?, id("\u{2581}hi")?]
+    );
     // 'é' has no token: its two UTF-8 bytes become byte tokens.
-    assert_eq!(tok.encode("é", false, false), [id("\u{2581}")?, id("<0xC3>")?, id("<0xA9>")?]);
+    assert_eq!(
+        tok.encode("é", false, false),
+        [id("\u{2581}")?, id("<0xC3>")?, id("<0xA9>")?]
+    );
     assert_eq!(tok.decode(&tok.encode("hi é", true, false)), " hi é");
     Ok(())
 }

@@ -41,14 +41,24 @@ unsafe fn dot_row(ty: WeightType, w: &[u8], x: &[f32]) -> f32 {
         for (k, a) in acc.iter_mut().enumerate() {
             let j = i + 8 * k;
             // SAFETY: values `j..j + 8` exist in both rows (`j + 8 <= n`).
-            let (wv, xv) = unsafe { (load8(ty, w.as_ptr().add(j * size)), _mm256_loadu_ps(x.as_ptr().add(j))) };
+            let (wv, xv) = unsafe {
+                (
+                    load8(ty, w.as_ptr().add(j * size)),
+                    _mm256_loadu_ps(x.as_ptr().add(j)),
+                )
+            };
             *a = _mm256_fmadd_ps(wv, xv, *a);
         }
         i += 32;
     }
     while i + 8 <= n {
         // SAFETY: values `i..i + 8` exist in both rows.
-        let (wv, xv) = unsafe { (load8(ty, w.as_ptr().add(i * size)), _mm256_loadu_ps(x.as_ptr().add(i))) };
+        let (wv, xv) = unsafe {
+            (
+                load8(ty, w.as_ptr().add(i * size)),
+                _mm256_loadu_ps(x.as_ptr().add(i)),
+            )
+        };
         acc[0] = _mm256_fmadd_ps(wv, xv, acc[0]);
         i += 8;
     }
@@ -56,7 +66,11 @@ unsafe fn dot_row(ty: WeightType, w: &[u8], x: &[f32]) -> f32 {
     let mut total = hsum_ps(sum);
     let mut tail = [0.0f32; 8];
     if crate::quant::dequantize_row(ty, &w[i * size..n * size], &mut tail[..n - i]).is_ok() {
-        total += tail[..n - i].iter().zip(&x[i..]).map(|(a, b)| a * b).sum::<f32>();
+        total += tail[..n - i]
+            .iter()
+            .zip(&x[i..])
+            .map(|(a, b)| a * b)
+            .sum::<f32>();
     }
     total
 }

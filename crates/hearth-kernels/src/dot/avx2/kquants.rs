@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::{Cpu, TileKernel, check_tile, f16x2_to_f32, load128, load256, read_u16, read_u32};
-use crate::quant::QuantizedRow;
+use crate::quant::{BlockMajor, QuantizedRow};
 
 pub(super) struct Q4K;
 pub(super) struct Q5K;
@@ -53,7 +53,7 @@ fn broadcast_i16(v: __m256i, j: usize) -> __m256i {
 unsafe fn tile_q45_k<const HIGH_BITS: bool, const R: usize, const T: usize>(
     n_blocks: usize,
     w: [&[u8]; R],
-    x: [QuantizedRow<'_>; T],
+    x: &[QuantizedRow<'_>],
 ) -> [[f32; T]; R] {
     let block_bytes = if HIGH_BITS { 176 } else { 144 };
     let qs_offset = if HIGH_BITS { 48 } else { 16 };
@@ -64,13 +64,18 @@ unsafe fn tile_q45_k<const HIGH_BITS: bool, const R: usize, const T: usize>(
             // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
             let p = unsafe { w[r].as_ptr().add(b * block_bytes) };
             // SAFETY: the block header (d, dmin, 12 scale bytes) is in bounds.
-            let (dm, (scales, mins)) = unsafe { (f16x2_to_f32(read_u32(p)), scales_mins_k4(p.add(4))) };
+            let (dm, (scales, mins)) =
+                unsafe { (f16x2_to_f32(read_u32(p)), scales_mins_k4(p.add(4))) };
             let d = _mm_cvtss_f32(dm);
             let dmin = _mm_cvtss_f32(_mm_movehdup_ps(dm));
             let scales16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales));
             let mins_pairs = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
             // SAFETY: `qh` (Q5_K) lies inside the block.
-            let mut high = if HIGH_BITS { unsafe { load256(p.add(16)) } } else { _mm256_setzero_si256() };
+            let mut high = if HIGH_BITS {
+                unsafe { load256(p.add(16)) }
+            } else {
+                _mm256_setzero_si256()
+            };
             let mut sums = [_mm256_setzero_si256(); T];
             for j in 0..4 {
                 // SAFETY: 32 of the block's 128 quant bytes.
@@ -99,11 +104,19 @@ unsafe fn tile_q45_k<const HIGH_BITS: bool, const R: usize, const T: usize>(
             for t in 0..T {
                 // SAFETY: 16 block sums and a scale per activation block.
                 let (bsums, dx) = unsafe {
-                    (load256(x[t].bsums.as_ptr().add(b * 16).cast()), *x[t].d.get_unchecked(b))
+                    (
+                        load256(x[t].bsums.as_ptr().add(b * 16).cast()),
+                        *x[t].d.get_unchecked(b),
+                    )
                 };
                 let min_sum = _mm256_madd_epi16(bsums, mins_pairs);
-                let v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums[t]), _mm256_set1_ps(d * dx), acc[r][t]);
-                acc[r][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(min_sum), _mm256_set1_ps(dmin * dx), v);
+                let v = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(sums[t]),
+                    _mm256_set1_ps(d * dx),
+                    acc[r][t],
+                );
+                acc[r][t] =
+                    _mm256_fnmadd_ps(_mm256_cvtepi32_ps(min_sum), _mm256_set1_ps(dmin * dx), v);
             }
         }
     }
@@ -131,9 +144,10 @@ impl TileKernel for Q4K {
         _cpu: Cpu,
         n_blocks: usize,
         w: [&[u8]; R],
-        x: [QuantizedRow<'_>; T],
+        x: &[QuantizedRow<'_>],
+        _scales: BlockMajor<'_>,
     ) -> [[f32; T]; R] {
-        check_tile(n_blocks, 144, 256, &w, &x, 16, false);
+        check_tile::<R, T>(n_blocks, 144, 256, &w, x, 16, None);
         // SAFETY: the `Cpu` token proves the features; lengths checked.
         unsafe { tile_q45_k::<false, R, T>(n_blocks, w, x) }
     }
@@ -147,9 +161,10 @@ impl TileKernel for Q5K {
         _cpu: Cpu,
         n_blocks: usize,
         w: [&[u8]; R],
-        x: [QuantizedRow<'_>; T],
+        x: &[QuantizedRow<'_>],
+        _scales: BlockMajor<'_>,
     ) -> [[f32; T]; R] {
-        check_tile(n_blocks, 176, 256, &w, &x, 16, false);
+        check_tile::<R, T>(n_blocks, 176, 256, &w, x, 16, None);
         // SAFETY: the `Cpu` token proves the features; lengths checked.
         unsafe { tile_q45_k::<true, R, T>(n_blocks, w, x) }
     }
@@ -162,7 +177,7 @@ impl TileKernel for Q5K {
 unsafe fn tile_q6_k<const R: usize, const T: usize>(
     n_blocks: usize,
     w: [&[u8]; R],
-    x: [QuantizedRow<'_>; T],
+    x: &[QuantizedRow<'_>],
 ) -> [[f32; T]; R] {
     let low4 = _mm256_set1_epi8(0x0F);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
@@ -171,12 +186,17 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
             // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
             let p = unsafe { w[r].as_ptr().add(b * 210) };
             // SAFETY: scales (16 bytes at 192) and d (at 208) are in the block.
-            let (scales8, d) = unsafe { (load128(p.add(192)), super::f16_to_f32(read_u16(p.add(208)))) };
+            let (scales8, d) =
+                unsafe { (load128(p.add(192)), super::f16_to_f32(read_u16(p.add(208)))) };
             let mut sums = [_mm256_setzero_si256(); T];
             for half in 0..2 {
                 // SAFETY: `ql` (128 bytes at 0) and `qh` (64 at 128) halves.
                 let (qa, qb, qh) = unsafe {
-                    (load256(p.add(64 * half)), load256(p.add(64 * half + 32)), load256(p.add(128 + 32 * half)))
+                    (
+                        load256(p.add(64 * half)),
+                        load256(p.add(64 * half + 32)),
+                        load256(p.add(128 + 32 * half)),
+                    )
                 };
                 let values = [
                     _mm256_or_si256(
@@ -198,12 +218,12 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
                 ];
                 for (k, &v) in values.iter().enumerate() {
                     // Scales of runs 8 half + 2 k (low 16 values) and the next.
-                    let first = (8 * half + 2 * k) as i64;
-                    let pick = _mm_set_epi64x((first + 1) * 0x0101_0101_0101_0101, first * 0x0101_0101_0101_0101);
-                    let sc = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales8, pick));
+                    let sc = pair_scales(scales8, 8 * half + 2 * k);
                     for t in 0..T {
                         // SAFETY: activation quants `256 b + 128 half + 32 k ..+32`.
-                        let xq = unsafe { load256(x[t].qs.as_ptr().add(b * 256 + 128 * half + 32 * k).cast()) };
+                        let xq = unsafe {
+                            load256(x[t].qs.as_ptr().add(b * 256 + 128 * half + 32 * k).cast())
+                        };
                         let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(v, xq), sc);
                         sums[t] = _mm256_add_epi32(sums[t], prod);
                     }
@@ -213,12 +233,16 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
             for t in 0..T {
                 // SAFETY: 16 block sums and a scale per activation block.
                 let (bsums, dx) = unsafe {
-                    (load256(x[t].bsums.as_ptr().add(b * 16).cast()), *x[t].d.get_unchecked(b))
+                    (
+                        load256(x[t].bsums.as_ptr().add(b * 16).cast()),
+                        *x[t].d.get_unchecked(b),
+                    )
                 };
                 // The stored values are biased by 32: subtract 32 * sum(scale * bsum).
                 let bias = _mm256_slli_epi32::<5>(_mm256_madd_epi16(scales16, bsums));
                 let total = _mm256_sub_epi32(sums[t], bias);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * dx), acc[r][t]);
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * dx), acc[r][t]);
             }
         }
     }
@@ -233,10 +257,224 @@ impl TileKernel for Q6K {
         _cpu: Cpu,
         n_blocks: usize,
         w: [&[u8]; R],
-        x: [QuantizedRow<'_>; T],
+        x: &[QuantizedRow<'_>],
+        _scales: BlockMajor<'_>,
     ) -> [[f32; T]; R] {
-        check_tile(n_blocks, 210, 256, &w, &x, 16, false);
+        check_tile::<R, T>(n_blocks, 210, 256, &w, x, 16, None);
         // SAFETY: the `Cpu` token proves the features; lengths checked.
         unsafe { tile_q6_k::<R, T>(n_blocks, w, x) }
+    }
+}
+
+pub(super) struct Q2K;
+pub(super) struct Q3K;
+
+/// 16 bytes `[s[first]; 8] ++ [s[first + 1]; 8]` of a 16-byte vector, as i16
+/// lanes (signed): the scales of two runs of 16 values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pair_scales(scales8: __m128i, first: usize) -> __m256i {
+    let first = first as i64;
+    let pick = _mm_set_epi64x(
+        (first + 1) * 0x0101_0101_0101_0101,
+        first * 0x0101_0101_0101_0101,
+    );
+    _mm256_cvtepi8_epi16(_mm_shuffle_epi8(scales8, pick))
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q2_k<const R: usize, const T: usize>(
+    n_blocks: usize,
+    w: [&[u8]; R],
+    x: &[QuantizedRow<'_>],
+) -> [[f32; T]; R] {
+    let low2 = _mm256_set1_epi8(0x03);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..n_blocks {
+        for r in 0..R {
+            // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
+            let p = unsafe { w[r].as_ptr().add(b * 84) };
+            // SAFETY: scales (16 bytes at 0), d and dmin (at 80) are in the block.
+            let (packed, dm) = unsafe { (load128(p), f16x2_to_f32(read_u32(p.add(80)))) };
+            let d = _mm_cvtss_f32(dm);
+            let dmin = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+            let scales8 = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
+            let mins16 = _mm256_cvtepu8_epi16(_mm_and_si128(
+                _mm_srli_epi16::<4>(packed),
+                _mm_set1_epi8(0x0F),
+            ));
+            let mut sums = [_mm256_setzero_si256(); T];
+            for half in 0..2 {
+                // SAFETY: 32 of the block's 64 quant bytes (at 16).
+                let mut q = unsafe { load256(p.add(16 + 32 * half)) };
+                for plane in 0..4 {
+                    let v = _mm256_and_si256(q, low2);
+                    q = _mm256_srli_epi16::<2>(q);
+                    let sc = pair_scales(scales8, 8 * half + 2 * plane);
+                    for t in 0..T {
+                        // SAFETY: activation quants `256 b + 128 half + 32 plane ..+32`.
+                        let xq = unsafe {
+                            load256(
+                                x[t].qs
+                                    .as_ptr()
+                                    .add(b * 256 + 128 * half + 32 * plane)
+                                    .cast(),
+                            )
+                        };
+                        sums[t] = _mm256_add_epi32(
+                            sums[t],
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(v, xq), sc),
+                        );
+                    }
+                }
+            }
+            for t in 0..T {
+                // SAFETY: 16 block sums and a scale per activation block.
+                let (bsums, dx) = unsafe {
+                    (
+                        load256(x[t].bsums.as_ptr().add(b * 16).cast()),
+                        *x[t].d.get_unchecked(b),
+                    )
+                };
+                let min_sum = _mm256_madd_epi16(mins16, bsums);
+                let v = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(sums[t]),
+                    _mm256_set1_ps(d * dx),
+                    acc[r][t],
+                );
+                acc[r][t] =
+                    _mm256_fnmadd_ps(_mm256_cvtepi32_ps(min_sum), _mm256_set1_ps(dmin * dx), v);
+            }
+        }
+    }
+    finish(acc)
+}
+
+/// The sixteen 6-bit `Q3_K` scales (12 bytes at `p`), bias removed, as i8.
+///
+/// # Safety
+/// `p..p + 12` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_scales(p: *const u8) -> __m128i {
+    // SAFETY: 12 readable bytes (caller).
+    let (a0, a1, a2) = unsafe { (read_u32(p), read_u32(p.add(4)), read_u32(p.add(8))) };
+    let (low, high) = (0x0F0F_0F0Fu32, 0x0303_0303u32);
+    let s0 = (a0 & low) | ((a2 & high) << 4);
+    let s1 = (a1 & low) | (((a2 >> 2) & high) << 4);
+    let s2 = ((a0 >> 4) & low) | (((a2 >> 4) & high) << 4);
+    let s3 = ((a1 >> 4) & low) | (((a2 >> 6) & high) << 4);
+    _mm_sub_epi8(
+        _mm_set_epi32(s3 as i32, s2 as i32, s1 as i32, s0 as i32),
+        _mm_set1_epi8(32),
+    )
+}
+
+/// # Safety
+/// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q3_k<const R: usize, const T: usize>(
+    n_blocks: usize,
+    w: [&[u8]; R],
+    x: &[QuantizedRow<'_>],
+) -> [[f32; T]; R] {
+    let low2 = _mm256_set1_epi8(0x03);
+    let bit0 = _mm256_set1_epi8(0x01);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    for b in 0..n_blocks {
+        for r in 0..R {
+            // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
+            let p = unsafe { w[r].as_ptr().add(b * 110) };
+            // SAFETY: hmask (32 bytes at 0), scales (12 at 96), d (at 108).
+            let (mut high, scales8, d) = unsafe {
+                (
+                    load256(p),
+                    q3_k_scales(p.add(96)),
+                    super::f16_to_f32(read_u16(p.add(108))),
+                )
+            };
+            let mut sums = [_mm256_setzero_si256(); T];
+            for half in 0..2 {
+                // SAFETY: 32 of the block's 64 quant bytes (at 32).
+                let mut q = unsafe { load256(p.add(32 + 32 * half)) };
+                for plane in 0..4 {
+                    // Unsigned value `low2 + 4 * high_bit`; the bias of 4 is
+                    // removed below through the block sums.
+                    let hb = _mm256_slli_epi16::<2>(_mm256_and_si256(high, bit0));
+                    let v = _mm256_or_si256(_mm256_and_si256(q, low2), hb);
+                    q = _mm256_srli_epi16::<2>(q);
+                    high = _mm256_srli_epi16::<1>(high);
+                    let sc = pair_scales(scales8, 8 * half + 2 * plane);
+                    for t in 0..T {
+                        // SAFETY: activation quants `256 b + 128 half + 32 plane ..+32`.
+                        let xq = unsafe {
+                            load256(
+                                x[t].qs
+                                    .as_ptr()
+                                    .add(b * 256 + 128 * half + 32 * plane)
+                                    .cast(),
+                            )
+                        };
+                        sums[t] = _mm256_add_epi32(
+                            sums[t],
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(v, xq), sc),
+                        );
+                    }
+                }
+            }
+            let scales16 = _mm256_cvtepi8_epi16(scales8);
+            for t in 0..T {
+                // SAFETY: 16 block sums and a scale per activation block.
+                let (bsums, dx) = unsafe {
+                    (
+                        load256(x[t].bsums.as_ptr().add(b * 16).cast()),
+                        *x[t].d.get_unchecked(b),
+                    )
+                };
+                let bias = _mm256_slli_epi32::<2>(_mm256_madd_epi16(scales16, bsums));
+                let total = _mm256_sub_epi32(sums[t], bias);
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_set1_ps(d * dx), acc[r][t]);
+            }
+        }
+    }
+    finish(acc)
+}
+
+impl TileKernel for Q2K {
+    const BLOCK_BYTES: usize = 84;
+    const BLOCK_VALUES: usize = 256;
+    #[inline(always)]
+    fn tile<const R: usize, const T: usize>(
+        _cpu: Cpu,
+        n_blocks: usize,
+        w: [&[u8]; R],
+        x: &[QuantizedRow<'_>],
+        _scales: BlockMajor<'_>,
+    ) -> [[f32; T]; R] {
+        check_tile::<R, T>(n_blocks, 84, 256, &w, x, 16, None);
+        // SAFETY: the `Cpu` token proves the features; lengths checked.
+        unsafe { tile_q2_k::<R, T>(n_blocks, w, x) }
+    }
+}
+
+impl TileKernel for Q3K {
+    const BLOCK_BYTES: usize = 110;
+    const BLOCK_VALUES: usize = 256;
+    #[inline(always)]
+    fn tile<const R: usize, const T: usize>(
+        _cpu: Cpu,
+        n_blocks: usize,
+        w: [&[u8]; R],
+        x: &[QuantizedRow<'_>],
+        _scales: BlockMajor<'_>,
+    ) -> [[f32; T]; R] {
+        check_tile::<R, T>(n_blocks, 110, 256, &w, x, 16, None);
+        // SAFETY: the `Cpu` token proves the features; lengths checked.
+        unsafe { tile_q3_k::<R, T>(n_blocks, w, x) }
     }
 }

@@ -9,8 +9,10 @@
 
 use std::arch::x86_64::*;
 
-use super::{Cpu, TileKernel, check_tile, dot_u8_i8, f16x2_to_f32, hsum_ps, load128, load256, read_u32};
-use crate::quant::QuantizedRow;
+use super::{
+    Cpu, TileKernel, check_tile, dot_u8_i8, f16x2_to_f32, hsum_ps, load128, load256, read_u32,
+};
+use crate::quant::{BlockMajor, QuantizedRow};
 
 /// How one 32-value format unpacks a block.
 trait Unpack {
@@ -38,7 +40,12 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 fn fifth_bits(qh: u32) -> __m256i {
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(qh as i32),
-        _mm256_setr_epi64x(0, 0x0101_0101_0101_0101, 0x0202_0202_0202_0202, 0x0303_0303_0303_0303),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
     );
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
     let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
@@ -58,7 +65,7 @@ impl Unpack for Q4_0 {
     unsafe fn unpack(p: *const u8) -> (__m256i, f32, f32) {
         // SAFETY: the block is readable (caller); the features are present.
         unsafe {
-            let d = _mm_cvtss_f32(f16x2_to_f32(read_u32(p) & 0xFFFF));
+            let d = _mm_cvtss_f32(f16x2_to_f32(read_u32(p)));
             (nibbles(p.add(2)), d, -8.0 * d)
         }
     }
@@ -72,7 +79,11 @@ impl Unpack for Q4_1 {
         // SAFETY: as above.
         unsafe {
             let dm = f16x2_to_f32(read_u32(p));
-            (nibbles(p.add(4)), _mm_cvtss_f32(dm), _mm_cvtss_f32(_mm_movehdup_ps(dm)))
+            (
+                nibbles(p.add(4)),
+                _mm_cvtss_f32(dm),
+                _mm_cvtss_f32(_mm_movehdup_ps(dm)),
+            )
         }
     }
 }
@@ -84,7 +95,7 @@ impl Unpack for Q5_0 {
     unsafe fn unpack(p: *const u8) -> (__m256i, f32, f32) {
         // SAFETY: as above.
         unsafe {
-            let d = _mm_cvtss_f32(f16x2_to_f32(read_u32(p) & 0xFFFF));
+            let d = _mm_cvtss_f32(f16x2_to_f32(read_u32(p)));
             let u = _mm256_or_si256(nibbles(p.add(6)), fifth_bits(read_u32(p.add(2))));
             (u, d, -16.0 * d)
         }
@@ -105,6 +116,42 @@ impl Unpack for Q5_1 {
     }
 }
 
+/// The activation scales `d` and sums `s` of block `b` for the `T` tokens.
+///
+/// # Safety
+/// `scales` must hold block `b` of `T` tokens (checked by `check_tile`).
+#[inline(always)]
+unsafe fn token_scales<const T: usize>(scales: &BlockMajor<'_>, b: usize) -> ([f32; T], [f32; T]) {
+    let base = b * scales.stride;
+    // SAFETY: `base + t < (b + 1) * stride <= len` for every `t < T`.
+    unsafe {
+        (
+            std::array::from_fn(|t| *scales.d.get_unchecked(base + t)),
+            std::array::from_fn(|t| *scales.s.get_unchecked(base + t)),
+        )
+    }
+}
+
+/// `d * dx[t]` broadcast to eight lanes, for each token `t`. For four and
+/// eight tokens the products are formed in one vector multiply and the
+/// lanes broadcast with shuffles, which keeps the multiply pipes free for
+/// the dot products.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn token_products<const T: usize>(d: f32, dx: &[f32; T]) -> [__m256; T] {
+    if T == 4 || T == 8 {
+        let mut padded = [0.0f32; 8];
+        padded[..T].copy_from_slice(dx);
+        // SAFETY: `padded` holds 8 floats.
+        let products = _mm256_mul_ps(_mm256_set1_ps(d), unsafe {
+            _mm256_loadu_ps(padded.as_ptr())
+        });
+        std::array::from_fn(|t| _mm256_permutevar8x32_ps(products, _mm256_set1_epi32(t as i32)))
+    } else {
+        std::array::from_fn(|t| _mm256_set1_ps(d * dx[t]))
+    }
+}
+
 /// The unsigned-quant tile shared by `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`.
 ///
 /// # Safety
@@ -114,25 +161,26 @@ impl Unpack for Q5_1 {
 unsafe fn tile_unsigned<U: Unpack, const R: usize, const T: usize>(
     n_blocks: usize,
     w: [&[u8]; R],
-    x: [QuantizedRow<'_>; T],
+    x: &[QuantizedRow<'_>],
+    scales: BlockMajor<'_>,
 ) -> [[f32; T]; R] {
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut acc_min = [[0.0f32; T]; R];
     let wp = w.map(|row| row.as_ptr());
+    let xp: [*const u8; T] = std::array::from_fn(|t| x[t].qs.as_ptr().cast());
     for b in 0..n_blocks {
+        // SAFETY: block `b < n_blocks` (checked by the caller).
+        let (dx, sx) = unsafe { token_scales::<T>(&scales, b) };
         for r in 0..R {
             // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
             let (u, d, m) = unsafe { U::unpack(wp[r].add(b * U::BYTES)) };
-            let dv = _mm256_set1_ps(d);
+            let scale = token_products(d, &dx);
             for t in 0..T {
-                // SAFETY: activation row `t` holds `n_blocks` blocks of 32
-                // quants, a scale and a sum each (checked by the caller).
-                let (q, dx, s) = unsafe {
-                    (load256(x[t].qs.as_ptr().add(b * 32).cast()), *x[t].d.get_unchecked(b), *x[t].s.get_unchecked(b))
-                };
+                acc_min[r][t] = m.mul_add(sx[t], acc_min[r][t]);
+                // SAFETY: activation row `t` holds `n_blocks` blocks of 32.
+                let q = unsafe { load256(xp[t].add(b * 32)) };
                 let p = _mm256_cvtepi32_ps(dot_u8_i8(u, q));
-                acc[r][t] = _mm256_fmadd_ps(p, _mm256_mul_ps(dv, _mm256_set1_ps(dx)), acc[r][t]);
-                acc_min[r][t] = m.mul_add(s, acc_min[r][t]);
+                acc[r][t] = _mm256_fmadd_ps(p, scale[t], acc[r][t]);
             }
         }
     }
@@ -155,11 +203,12 @@ macro_rules! unsigned_kernel {
                 _cpu: Cpu,
                 n_blocks: usize,
                 w: [&[u8]; R],
-                x: [QuantizedRow<'_>; T],
+                x: &[QuantizedRow<'_>],
+                scales: BlockMajor<'_>,
             ) -> [[f32; T]; R] {
-                check_tile(n_blocks, Self::BLOCK_BYTES, 32, &w, &x, 0, true);
+                check_tile::<R, T>(n_blocks, Self::BLOCK_BYTES, 32, &w, x, 0, Some(&scales));
                 // SAFETY: the `Cpu` token proves the features; lengths checked.
-                unsafe { tile_unsigned::<$ty, R, T>(n_blocks, w, x) }
+                unsafe { tile_unsigned::<$ty, R, T>(n_blocks, w, x, scales) }
             }
         }
     };
@@ -177,24 +226,28 @@ unsigned_kernel!(Q5_1);
 unsafe fn tile_q8_0<const R: usize, const T: usize>(
     n_blocks: usize,
     w: [&[u8]; R],
-    x: [QuantizedRow<'_>; T],
+    x: &[QuantizedRow<'_>],
+    scales: BlockMajor<'_>,
 ) -> [[f32; T]; R] {
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let wp = w.map(|row| row.as_ptr());
+    let xp: [*const u8; T] = std::array::from_fn(|t| x[t].qs.as_ptr().cast());
     for b in 0..n_blocks {
+        // SAFETY: block `b < n_blocks` (checked by the caller).
+        let (dx, _) = unsafe { token_scales::<T>(&scales, b) };
         for r in 0..R {
             // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
             let (wq, d) = unsafe {
                 let p = wp[r].add(b * 34);
-                (load256(p.add(2)), _mm_cvtss_f32(f16x2_to_f32(read_u32(p) & 0xFFFF)))
+                (load256(p.add(2)), _mm_cvtss_f32(f16x2_to_f32(read_u32(p))))
             };
             let magnitude = _mm256_sign_epi8(wq, wq);
-            let dv = _mm256_set1_ps(d);
+            let scale = token_products(d, &dx);
             for t in 0..T {
-                // SAFETY: as in `tile_unsigned`.
-                let (q, dx) = unsafe { (load256(x[t].qs.as_ptr().add(b * 32).cast()), *x[t].d.get_unchecked(b)) };
+                // SAFETY: activation row `t` holds `n_blocks` blocks of 32.
+                let q = unsafe { load256(xp[t].add(b * 32)) };
                 let p = _mm256_cvtepi32_ps(dot_u8_i8(magnitude, _mm256_sign_epi8(q, wq)));
-                acc[r][t] = _mm256_fmadd_ps(p, _mm256_mul_ps(dv, _mm256_set1_ps(dx)), acc[r][t]);
+                acc[r][t] = _mm256_fmadd_ps(p, scale[t], acc[r][t]);
             }
         }
     }
@@ -215,10 +268,11 @@ impl TileKernel for Q8_0 {
         _cpu: Cpu,
         n_blocks: usize,
         w: [&[u8]; R],
-        x: [QuantizedRow<'_>; T],
+        x: &[QuantizedRow<'_>],
+        scales: BlockMajor<'_>,
     ) -> [[f32; T]; R] {
-        check_tile(n_blocks, 34, 32, &w, &x, 0, false);
+        check_tile::<R, T>(n_blocks, 34, 32, &w, x, 0, Some(&scales));
         // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_q8_0::<R, T>(n_blocks, w, x) }
+        unsafe { tile_q8_0::<R, T>(n_blocks, w, x, scales) }
     }
 }

@@ -20,7 +20,7 @@ use std::ops::Range;
 
 use super::{Job, RangeKernel, Tile};
 use crate::WeightType;
-use crate::quant::QuantizedRow;
+use crate::quant::{ActivationFormat, BlockMajor, QuantizedRow};
 
 /// Proof that the CPU supports AVX2, FMA and F16C.
 #[derive(Clone, Copy)]
@@ -43,14 +43,16 @@ pub(super) trait TileKernel {
     const BLOCK_BYTES: usize;
     const BLOCK_VALUES: usize;
 
-    /// `out[r][t] = dot(w[r], x[t])` over `n_blocks` blocks. Every `w[r]`
-    /// holds at least `n_blocks * BLOCK_BYTES` bytes and every `x[t]` the
-    /// matching activation blocks (checked by [`check_tile`]).
+    /// `out[r][t] = dot(w[r], x[t])` over `n_blocks` blocks, for `x` of
+    /// `T` rows. Every `w[r]` holds at least `n_blocks * BLOCK_BYTES` bytes
+    /// and every `x[t]` the matching activation blocks (checked by
+    /// [`check_tile`]).
     fn tile<const R: usize, const T: usize>(
         cpu: Cpu,
         n_blocks: usize,
         w: [&[u8]; R],
-        x: [QuantizedRow<'_>; T],
+        x: &[QuantizedRow<'_>],
+        scales: BlockMajor<'_>,
     ) -> [[f32; T]; R];
 }
 
@@ -61,88 +63,148 @@ pub(super) fn check_tile<const R: usize, const T: usize>(
     block_bytes: usize,
     block_values: usize,
     w: &[&[u8]; R],
-    x: &[QuantizedRow<'_>; T],
+    x: &[QuantizedRow<'_>],
     sums_per_block: usize,
-    needs_s: bool,
+    by_block: Option<&BlockMajor<'_>>,
 ) {
+    assert!(x.len() == T, "tile needs {T} activation rows");
+    if let Some(scales) = by_block {
+        let needed = n_blocks.saturating_sub(1) * scales.stride + T;
+        assert!(
+            n_blocks == 0 || (scales.d.len() >= needed && scales.s.len() >= needed),
+            "block scales too short"
+        );
+    }
     for row in w {
         assert!(row.len() >= n_blocks * block_bytes, "weight row too short");
     }
     for xt in x {
-        assert!(xt.qs.len() >= n_blocks * block_values, "activation row too short");
+        assert!(
+            xt.qs.len() >= n_blocks * block_values,
+            "activation row too short"
+        );
         assert!(xt.d.len() >= n_blocks, "activation scales too short");
-        assert!(!needs_s || xt.s.len() >= n_blocks, "activation sums too short");
-        assert!(xt.bsums.len() >= n_blocks * sums_per_block, "activation block sums too short");
+        assert!(
+            xt.bsums.len() >= n_blocks * sums_per_block,
+            "activation block sums too short"
+        );
     }
 }
 
+/// Tokens whose activation rows the range loop looks up at once.
+const TOKEN_GROUP: usize = 16;
+
 /// Runs kernel `K` over `rows` x `tokens` in tiles of `R` x `T`, with
 /// single-row and single-token tiles for the remainders.
-fn range<K: TileKernel, const R: usize, const T: usize>(job: &Job<'_>, rows: Range<usize>, tokens: Range<usize>) {
+fn range<K: TileKernel, const R: usize, const T: usize>(
+    job: &Job<'_>,
+    rows: Range<usize>,
+    tokens: Range<usize>,
+) {
     let (Some(cpu), Some(format)) = (Cpu::detect(), job.format) else {
         return super::scalar_quantized(job, rows, tokens);
     };
     let n_blocks = job.w.cols() / K::BLOCK_VALUES;
-    let mut r = rows.start;
-    while r + R <= rows.end {
-        if T == 1 {
-            prefetch_rows(job, r + PREFETCH_TILES * R..(r + (PREFETCH_TILES + 1) * R).min(rows.end));
-        }
-        let w: [&[u8]; R] = std::array::from_fn(|i| job.weight_row(r + i));
-        let mut t = tokens.start;
-        while t + T <= tokens.end {
-            let x = std::array::from_fn(|i| job.acts.row(format, t + i));
-            let out = K::tile::<R, T>(cpu, n_blocks, w, x);
-            for (i, row) in out.iter().enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    job.out.set(t + j, r + i, v);
-                }
+    let ctx = Ctx {
+        cpu,
+        job,
+        format,
+        n_blocks,
+    };
+    let empty = QuantizedRow {
+        qs: &[],
+        d: &[],
+        s: &[],
+        bsums: &[],
+    };
+    for group_start in tokens.clone().step_by(TOKEN_GROUP) {
+        let group_len = TOKEN_GROUP.min(tokens.end - group_start);
+        let xs: [QuantizedRow<'_>; TOKEN_GROUP] = std::array::from_fn(|i| {
+            if i < group_len {
+                job.acts.row(format, group_start + i)
+            } else {
+                empty
             }
-            t += T;
-        }
-        while t < tokens.end {
-            let out = K::tile::<R, 1>(cpu, n_blocks, w, [job.acts.row(format, t)]);
-            for (i, v) in out.iter().enumerate() {
-                job.out.set(t, r + i, v[0]);
+        });
+        let xs = &xs[..group_len];
+        let mut r = rows.start;
+        while r + R <= rows.end {
+            if T == 1 {
+                // Only the decode kernels stream weights faster than the
+                // hardware prefetcher keeps up with.
+                let start = r * job.row_bytes + PREFETCH_DISTANCE;
+                prefetch(job.w.data(), start..start + R * job.row_bytes);
             }
-            t += 1;
+            let w: [&[u8]; R] = std::array::from_fn(|i| job.weight_row(r + i));
+            row_tile::<K, R, T>(&ctx, r, w, group_start, xs);
+            r += R;
         }
-        r += R;
-    }
-    while r < rows.end {
-        let w = [job.weight_row(r)];
-        let mut t = tokens.start;
-        while t + T <= tokens.end {
-            let x = std::array::from_fn(|i| job.acts.row(format, t + i));
-            let out = K::tile::<1, T>(cpu, n_blocks, w, x);
-            for (j, &v) in out[0].iter().enumerate() {
-                job.out.set(t + j, r, v);
-            }
-            t += T;
+        while r < rows.end {
+            row_tile::<K, 1, T>(&ctx, r, [job.weight_row(r)], group_start, xs);
+            r += 1;
         }
-        while t < tokens.end {
-            let out = K::tile::<1, 1>(cpu, n_blocks, w, [job.acts.row(format, t)]);
-            job.out.set(t, r, out[0][0]);
-            t += 1;
-        }
-        r += 1;
     }
 }
 
-/// How many row tiles ahead the decode loop prefetches weights: streaming
-/// from memory needs the requests in flight well before the data is used.
-const PREFETCH_TILES: usize = 1;
+/// What every tile of one range shares.
+struct Ctx<'a, 'j> {
+    cpu: Cpu,
+    job: &'a Job<'j>,
+    format: ActivationFormat,
+    n_blocks: usize,
+}
 
-/// Asks for the weight bytes of `rows` to be brought into the cache.
+/// Rows `r..r + R` times the tokens `first_token..` of `xs`.
+#[inline(always)]
+fn row_tile<K: TileKernel, const R: usize, const T: usize>(
+    ctx: &Ctx<'_, '_>,
+    r: usize,
+    w: [&[u8]; R],
+    first_token: usize,
+    xs: &[QuantizedRow<'_>],
+) {
+    let Ctx {
+        cpu,
+        job,
+        format,
+        n_blocks,
+    } = *ctx;
+    let mut t = 0;
+    while t + T <= xs.len() {
+        let scales = job.acts.by_block(format, first_token + t);
+        let out = K::tile::<R, T>(cpu, n_blocks, w, &xs[t..t + T], scales);
+        for (i, row) in out.iter().enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                job.out.set(first_token + t + j, r + i, v);
+            }
+        }
+        t += T;
+    }
+    while t < xs.len() {
+        let scales = job.acts.by_block(format, first_token + t);
+        let out = K::tile::<R, 1>(cpu, n_blocks, w, &xs[t..t + 1], scales);
+        for (i, v) in out.iter().enumerate() {
+            job.out.set(first_token + t, r + i, v[0]);
+        }
+        t += 1;
+    }
+}
+
+/// How far ahead of the decode loop weights are prefetched, in bytes:
+/// streaming from memory needs several kilobytes of requests in flight,
+/// more than the out-of-order window reaches on its own.
+const PREFETCH_DISTANCE: usize = 5 * 1024;
+
+/// Asks for the bytes of `data` in `range` (clamped to it) to be brought into
+/// the L2 cache, one request per cache line.
 #[inline]
-fn prefetch_rows(job: &Job<'_>, rows: Range<usize>) {
-    let data = job.w.data();
-    let start = (rows.start * job.row_bytes).min(data.len());
-    let end = (rows.end * job.row_bytes).min(data.len());
+fn prefetch(data: &[u8], range: Range<usize>) {
+    let start = range.start.min(data.len());
+    let end = range.end.min(data.len());
     for offset in (start..end).step_by(64) {
         // SAFETY: a prefetch is a hint that never faults; the address is
         // inside `data` anyway.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(offset).cast()) };
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(data.as_ptr().add(offset).cast()) };
     }
 }
 
@@ -168,7 +230,8 @@ pub(super) fn select(ty: WeightType) -> Option<(RangeKernel, RangeKernel, Tile)>
             let k = float::range as RangeKernel;
             return Some((k, k, Tile { rows: 1, tokens: 1 }));
         }
-        WeightType::Q2K | WeightType::Q3K => return None,
+        WeightType::Q2K => (pair::<kquants::Q2K, 2, 4>(), 4),
+        WeightType::Q3K => (pair::<kquants::Q3K, 2, 4>(), 4),
     };
     Some((decode, prefill, Tile { rows: 1, tokens }))
 }

@@ -1,0 +1,229 @@
+//! Attention dot products over an f16 KV cache, summed in the exact order
+//! llama.cpp's CPU backend uses, so that scores and outputs agree to the bit.
+//!
+//! ggml computes a single query row with `ggml_vec_dot_f16` (four 16-lane
+//! accumulators over 64-wide steps, folded pairwise, then a 16-lane tree) and
+//! several rows with its tiled GEMM (one 16-lane accumulator, then the same
+//! tree). Values enter the sums as f32 products fused with the accumulator.
+//! A lane is chosen by the absolute index of the term (the key dimension for
+//! scores, the cache position for outputs), so masked positions, which
+//! contribute exact zeros, do not shift the order.
+
+use half::f16;
+
+/// Which of llama.cpp's summation orders to reproduce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SumOrder {
+    /// One query row (decode): `ggml_vec_dot_f16`.
+    VecDot,
+    /// Several query rows (prefill): the tiled GEMM.
+    Tiled,
+}
+
+impl SumOrder {
+    /// The order llama.cpp uses when `n_rows` query rows are evaluated at once.
+    pub fn for_rows(n_rows: usize) -> Self {
+        if n_rows == 1 { Self::VecDot } else { Self::Tiled }
+    }
+
+    fn accumulators(self) -> usize {
+        match self {
+            Self::VecDot => 4,
+            Self::Tiled => 1,
+        }
+    }
+}
+
+/// Lanes of one accumulator.
+const LANES: usize = 16;
+
+/// Folds `acc` (`n_acc * 16 * width` values, accumulator-major then lane)
+/// into `out` (`width`) the way ggml reduces.
+#[inline(always)]
+fn fold(acc: &mut [f32], n_acc: usize, width: usize, out: &mut [f32]) {
+    let block = LANES * width;
+    if n_acc == 4 {
+        for i in 0..block {
+            acc[i] += acc[2 * block + i];
+            acc[block + i] += acc[3 * block + i];
+        }
+        for i in 0..block {
+            acc[i] += acc[block + i];
+        }
+    }
+    // 16-lane tree: (i, i + 8), (i, i + 4), (i, i + 2), (0, 1).
+    let mut span = LANES / 2;
+    while span >= 1 {
+        for lane in 0..span {
+            for d in 0..width {
+                acc[lane * width + d] += acc[(lane + span) * width + d];
+            }
+        }
+        span /= 2;
+    }
+    out.copy_from_slice(&acc[..width]);
+}
+
+#[inline(always)]
+fn dot_impl(order: SumOrder, a: &[f16], b: &[f16]) -> f32 {
+    let n_acc = order.accumulators();
+    let mut acc = [0.0f32; 4 * LANES];
+    let step = n_acc * LANES;
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        let slot = (i % step) / LANES * LANES + i % LANES;
+        acc[slot] = x.to_f32().mul_add(y.to_f32(), acc[slot]);
+    }
+    let mut out = [0.0f32];
+    fold(&mut acc[..n_acc * LANES], n_acc, 1, &mut out);
+    out[0]
+}
+
+#[inline(always)]
+fn weighted_sum_impl<'v>(
+    order: SumOrder,
+    weights: &[f32],
+    first: usize,
+    value: &dyn Fn(usize) -> &'v [f16],
+    out: &mut [f32],
+    acc: &mut [f32],
+) {
+    let width = out.len();
+    let n_acc = order.accumulators();
+    let acc = &mut acc[..n_acc * LANES * width];
+    acc.fill(0.0);
+    let step = n_acc * LANES;
+    for (j, &w) in weights.iter().enumerate() {
+        let pos = first + j;
+        let slot = (pos % step) / LANES * LANES + pos % LANES;
+        let row = &mut acc[slot * width..(slot + 1) * width];
+        for (a, v) in row.iter_mut().zip(value(pos)) {
+            *a = w.mul_add(v.to_f32(), *a);
+        }
+    }
+    fold(acc, n_acc, width, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::*;
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn dot(order: SumOrder, a: &[f16], b: &[f16]) -> f32 {
+        dot_impl(order, a, b)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn weighted_sum<'v>(
+        order: SumOrder,
+        weights: &[f32],
+        first: usize,
+        value: &dyn Fn(usize) -> &'v [f16],
+        out: &mut [f32],
+        acc: &mut [f32],
+    ) {
+        weighted_sum_impl(order, weights, first, value, out, acc)
+    }
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    }
+}
+
+/// `sum_i a[i] * b[i]` over the common length, in llama.cpp's `order`.
+pub fn dot_f16_ordered(order: SumOrder, a: &[f16], b: &[f16]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { x86::dot(order, a, b) };
+    }
+    dot_impl(order, a, b)
+}
+
+/// Scratch values [`weighted_sum_f16`] needs for outputs of `width`.
+pub const fn weighted_sum_scratch_len(width: usize) -> usize {
+    4 * LANES * width
+}
+
+/// `out[d] = sum_j weights[j] * value(first + j)[d]` in llama.cpp's `order`,
+/// where `weights` are the attention probabilities (already rounded to f16
+/// values) of cache positions `first..first + weights.len()`. `acc` is
+/// scratch of at least [`weighted_sum_scratch_len`]`(out.len())` values (a
+/// shorter one costs an allocation). Each `value(pos)` should hold
+/// `out.len()` values; shorter rows contribute over their length.
+pub fn weighted_sum_f16<'v>(
+    order: SumOrder,
+    weights: &[f32],
+    first: usize,
+    value: &dyn Fn(usize) -> &'v [f16],
+    out: &mut [f32],
+    acc: &mut [f32],
+) {
+    let needed = weighted_sum_scratch_len(out.len());
+    if acc.len() < needed {
+        let mut own = vec![0.0; needed];
+        return weighted_sum_f16(order, weights, first, value, out, &mut own);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { x86::weighted_sum(order, weights, first, value, out, acc) };
+    }
+    weighted_sum_impl(order, weights, first, value, out, acc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn halves(values: &[f32]) -> Vec<f16> {
+        values.iter().map(|&v| f16::from_f32(v)).collect()
+    }
+
+    #[test]
+    fn orders_agree_with_a_plain_sum_up_to_rounding() {
+        let a: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let b: Vec<f32> = (0..256).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
+        let (a, b) = (halves(&a), halves(&b));
+        let exact: f64 = a.iter().zip(&b).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
+        for order in [SumOrder::VecDot, SumOrder::Tiled] {
+            let got = dot_f16_ordered(order, &a, &b) as f64;
+            assert!((got - exact).abs() <= 1e-4 * exact.abs().max(1.0), "{order:?}: {got} vs {exact}");
+            assert_eq!(got as f32, dot_impl(order, &a, &b), "SIMD build differs from portable");
+        }
+    }
+
+    #[test]
+    fn the_two_orders_are_different_sums() {
+        // 2^24 + 1 rounds back to 2^24 in f32: the association decides
+        // whether the ones survive.
+        let mut a = vec![0.0f32; 64];
+        a[0] = 4096.0;
+        a[16] = 1.0;
+        a[32] = -4096.0;
+        a[48] = 1.0;
+        let mut b = vec![0.0f32; 64];
+        b[0] = 4096.0;
+        b[16] = 1.0;
+        b[32] = 4096.0;
+        b[48] = 1.0;
+        let (a, b) = (halves(&a), halves(&b));
+        // Tiled: ((2^24 + 1) - 2^24) + 1 = 1; VecDot: (2^24 - 2^24) + (1 + 1) = 2.
+        assert_eq!(dot_f16_ordered(SumOrder::Tiled, &a, &b), 1.0);
+        assert_eq!(dot_f16_ordered(SumOrder::VecDot, &a, &b), 2.0);
+    }
+
+    #[test]
+    fn weighted_sum_matches_naive_and_respects_positions() {
+        let values: Vec<Vec<f16>> = (0..40).map(|p| halves(&[p as f32, 1.0, -(p as f32) / 4.0])).collect();
+        let weights: Vec<f32> = (0..30).map(|j| f16::from_f32(1.0 / (j as f32 + 2.0)).to_f32()).collect();
+        let mut acc = vec![0.0; weighted_sum_scratch_len(3)];
+        for order in [SumOrder::VecDot, SumOrder::Tiled] {
+            let mut out = [0.0f32; 3];
+            weighted_sum_f16(order, &weights, 10, &|p| &values[p], &mut out, &mut acc);
+            for d in 0..3 {
+                let naive: f32 = weights.iter().enumerate().map(|(j, w)| w * values[10 + j][d].to_f32()).sum();
+                assert!((out[d] - naive).abs() <= 1e-4 * naive.abs().max(1.0), "{order:?} {d}: {} vs {naive}", out[d]);
+            }
+        }
+    }
+}
