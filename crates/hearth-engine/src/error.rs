@@ -10,7 +10,10 @@ pub enum EngineError {
     Model(#[from] ModelError),
 
     #[error("the prompt has {prompt_tokens} tokens but the context holds {context} ({} too many)", prompt_tokens - context)]
-    PromptTooLong { prompt_tokens: usize, context: usize },
+    PromptTooLong {
+        prompt_tokens: usize,
+        context: usize,
+    },
 
     #[error("the prompt is empty")]
     EmptyPrompt,

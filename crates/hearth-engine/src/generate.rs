@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hearth_models::tokenizer::StreamDecoder;
-use hearth_models::{CausalLm, ChatMessage, ChatTemplate, GgufFile, KvCache, LoadOptions, Tokenizer};
+use hearth_models::{
+    CausalLm, ChatMessage, ChatTemplate, GgufFile, KvCache, LoadOptions, Tokenizer,
+};
 
 use crate::error::EngineError;
 use crate::sampling::{Sampler, SamplingParams};
@@ -24,7 +26,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", self.model.config()).finish()
+        f.debug_struct("Engine")
+            .field("config", self.model.config())
+            .finish()
     }
 }
 
@@ -131,7 +135,11 @@ impl Engine {
         let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
         let template = ChatTemplate::from_gguf(&gguf)?;
         let model = hearth_models::registry::load_from_gguf(gguf, options)?;
-        Ok(Self { model, tokenizer, template })
+        Ok(Self {
+            model,
+            tokenizer,
+            template,
+        })
     }
 
     pub fn model(&self) -> &Arc<dyn CausalLm> {
@@ -144,11 +152,18 @@ impl Engine {
 
     /// Renders `messages` with the model's chat template (a plain
     /// `role: content` transcript when the model has none).
-    pub fn render_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, EngineError> {
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, EngineError> {
         match &self.template {
             Some(t) => Ok(t.render(messages, add_generation_prompt)?),
             None => {
-                let mut s: String = messages.iter().map(|m| format!("{}: {}\n", m.role, m.content)).collect();
+                let mut s: String = messages
+                    .iter()
+                    .map(|m| format!("{}: {}\n", m.role, m.content))
+                    .collect();
                 if add_generation_prompt {
                     s.push_str("assistant:");
                 }
@@ -174,7 +189,10 @@ impl Engine {
     /// trained context length).
     pub fn new_sequence(&self, context: usize) -> Sequence {
         let context = context.clamp(1, self.model.config().context_length.max(1));
-        Sequence { cache: self.model.new_cache(context), tokens: Vec::new() }
+        Sequence {
+            cache: self.model.new_cache(context),
+            tokens: Vec::new(),
+        }
     }
 
     /// Generates a continuation of `request.prompt_tokens` in `sequence`,
@@ -193,20 +211,35 @@ impl Engine {
         }
         let context = sequence.capacity();
         if prompt.len() > context {
-            return Err(EngineError::PromptTooLong { prompt_tokens: prompt.len(), context });
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                context,
+            });
         }
         let mut sampler = Sampler::new(request.sampling.clone())?;
         let room = context - prompt.len();
-        let (max_tokens, clamped) =
-            if request.max_tokens > room { (room, Some(room)) } else { (request.max_tokens, None) };
+        let (max_tokens, clamped) = if request.max_tokens > room {
+            (room, Some(room))
+        } else {
+            (request.max_tokens, None)
+        };
 
         // Reuse the longest cached prefix, always evaluating at least one token.
-        let shared = sequence.tokens.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        let shared = sequence
+            .tokens
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
         sequence.cache.truncate(shared);
         sequence.tokens.truncate(shared);
         let mut logits = Vec::new();
         for chunk in prompt[shared..].chunks(PREFILL_CHUNK) {
-            if let Err(e) = self.model.forward(chunk, &mut sequence.cache, false, &mut logits) {
+            if let Err(e) = self
+                .model
+                .forward(chunk, &mut sequence.cache, false, &mut logits)
+            {
                 sequence.reset();
                 return Err(e.into());
             }
@@ -240,7 +273,10 @@ impl Engine {
             history.push(token);
             let piece = decoder.push(&self.tokenizer, token);
             let check = stops.push(&piece);
-            if !on_token(StreamEvent { token: Some(token), text: &check.emit }) {
+            if !on_token(StreamEvent {
+                token: Some(token),
+                text: &check.emit,
+            }) {
                 finish = FinishReason::Cancelled;
                 break;
             }
@@ -252,7 +288,10 @@ impl Engine {
             if tokens.len() == max_tokens {
                 break;
             }
-            if let Err(e) = self.model.forward(&[token], &mut sequence.cache, false, &mut logits) {
+            if let Err(e) = self
+                .model
+                .forward(&[token], &mut sequence.cache, false, &mut logits)
+            {
                 sequence.reset();
                 return Err(e.into());
             }
@@ -260,7 +299,7 @@ impl Engine {
             timings.decode_eval_tokens += 1;
         }
         timings.decode_ms = decode_start.elapsed().as_secs_f64() * 1e3;
-        
+
         if !stopped_by_string && finish != FinishReason::Cancelled {
             // Release text held back for incomplete UTF-8 or a partial stop string.
             let tail = decoder.finish();
@@ -270,7 +309,10 @@ impl Engine {
                 rest.push_str(&stops.finish());
             }
             if !rest.is_empty() {
-                on_token(StreamEvent { token: None, text: &rest });
+                on_token(StreamEvent {
+                    token: None,
+                    text: &rest,
+                });
             }
         }
         if timings.prefill_ms > 0.0 {
@@ -288,4 +330,3 @@ impl Engine {
         })
     }
 }
-

@@ -14,6 +14,6 @@ pub mod stop;
 
 pub use error::EngineError;
 pub use generate::{
-    Engine, FinishReason, Generation, GenerateRequest, Sequence, StreamEvent, Timings,
+    Engine, FinishReason, GenerateRequest, Generation, Sequence, StreamEvent, Timings,
 };
 pub use sampling::{Sampler, SamplingParams};

@@ -17,7 +17,9 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
             z ^ (z >> 31)
         };
-        Self { state: [next(), next(), next(), next()] }
+        Self {
+            state: [next(), next(), next(), next()],
+        }
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -52,7 +54,11 @@ mod tests {
         let zs: Vec<u64> = (0..16).map(|_| c.next_u64()).collect();
         assert_eq!(xs, ys);
         assert_ne!(xs, zs);
-        let mean = (0..10_000).map(|_| a.next_f64()).inspect(|v| assert!((0.0..1.0).contains(v))).sum::<f64>() / 10_000.0;
+        let mean = (0..10_000)
+            .map(|_| a.next_f64())
+            .inspect(|v| assert!((0.0..1.0).contains(v)))
+            .sum::<f64>()
+            / 10_000.0;
         assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
     }
 }

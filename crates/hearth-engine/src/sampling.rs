@@ -71,7 +71,9 @@ impl SamplingParams {
 
     fn penalises(&self) -> bool {
         self.penalty_last_n > 0
-            && (self.repeat_penalty != 1.0 || self.presence_penalty != 0.0 || self.frequency_penalty != 0.0)
+            && (self.repeat_penalty != 1.0
+                || self.presence_penalty != 0.0
+                || self.frequency_penalty != 0.0)
     }
 }
 
@@ -88,7 +90,12 @@ impl Sampler {
     pub fn new(params: SamplingParams) -> Result<Self, EngineError> {
         params.validate()?;
         let rng = Rng::new(params.seed);
-        Ok(Self { params, rng, candidates: Vec::new(), counts: Vec::new() })
+        Ok(Self {
+            params,
+            rng,
+            candidates: Vec::new(),
+            counts: Vec::new(),
+        })
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -107,7 +114,13 @@ impl Sampler {
         let p = &self.params;
         let candidates = &mut self.candidates;
         candidates.clear();
-        candidates.extend(logits.iter().enumerate().filter(|(_, l)| !l.is_nan()).map(|(i, &l)| (i as u32, l)));
+        candidates.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| !l.is_nan())
+                .map(|(i, &l)| (i as u32, l)),
+        );
         if candidates.is_empty() {
             return 0;
         }
@@ -158,7 +171,9 @@ impl Sampler {
             }
         }
         for &(id, count) in &self.counts {
-            let Some(logit) = logits.get_mut(id as usize) else { continue };
+            let Some(logit) = logits.get_mut(id as usize) else {
+                continue;
+            };
             if *logit <= 0.0 {
                 *logit *= p.repeat_penalty;
             } else {
@@ -185,7 +200,10 @@ pub fn argmax(logits: &[f32]) -> u32 {
 /// Probabilities of `candidates` (sorted descending by logit).
 fn softmax_of(candidates: &[(u32, f32)]) -> Vec<f64> {
     let max = candidates.first().map_or(0.0, |c| c.1) as f64;
-    let exps: Vec<f64> = candidates.iter().map(|c| (c.1 as f64 - max).exp()).collect();
+    let exps: Vec<f64> = candidates
+        .iter()
+        .map(|c| (c.1 as f64 - max).exp())
+        .collect();
     let sum: f64 = exps.iter().sum();
     exps.into_iter().map(|e| e / sum).collect()
 }
@@ -195,7 +213,10 @@ mod tests {
     use super::*;
 
     fn params() -> SamplingParams {
-        SamplingParams { temperature: 1.0, ..SamplingParams::default() }
+        SamplingParams {
+            temperature: 1.0,
+            ..SamplingParams::default()
+        }
     }
 
     #[test]
@@ -207,7 +228,12 @@ mod tests {
     #[test]
     fn top_k_one_is_greedy_whatever_the_seed() {
         for seed in 0..20 {
-            let mut s = Sampler::new(SamplingParams { top_k: 1, seed, ..params() }).unwrap();
+            let mut s = Sampler::new(SamplingParams {
+                top_k: 1,
+                seed,
+                ..params()
+            })
+            .unwrap();
             assert_eq!(s.sample(&mut [1.0, 5.0, 4.9, -1.0], &[]), 1);
         }
     }
@@ -217,7 +243,12 @@ mod tests {
         // probabilities ~ [0.64, 0.24, 0.09, 0.03]: top_p 0.7 keeps two tokens.
         let logits = [3.0, 2.0, 1.0, 0.0];
         for seed in 0..200 {
-            let mut s = Sampler::new(SamplingParams { top_p: 0.7, seed, ..params() }).unwrap();
+            let mut s = Sampler::new(SamplingParams {
+                top_p: 0.7,
+                seed,
+                ..params()
+            })
+            .unwrap();
             assert!(s.sample(&mut logits.clone(), &[]) <= 1);
         }
     }
@@ -226,7 +257,12 @@ mod tests {
     fn min_p_drops_unlikely_tokens() {
         let logits = [5.0, 4.5, 0.0, -3.0];
         for seed in 0..200 {
-            let mut s = Sampler::new(SamplingParams { min_p: 0.1, seed, ..params() }).unwrap();
+            let mut s = Sampler::new(SamplingParams {
+                min_p: 0.1,
+                seed,
+                ..params()
+            })
+            .unwrap();
             assert!(s.sample(&mut logits.clone(), &[]) <= 1);
         }
     }
@@ -236,7 +272,9 @@ mod tests {
         let logits = [1.0f32, 1.0, (2.0f32).ln() + 1.0];
         let draw = |seed| {
             let mut s = Sampler::new(SamplingParams { seed, ..params() }).unwrap();
-            (0..4000).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..4000)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         let picks = draw(5);
@@ -261,10 +299,22 @@ mod tests {
     #[test]
     fn invalid_parameters_are_rejected() {
         for bad in [
-            SamplingParams { top_p: 0.0, ..params() },
-            SamplingParams { min_p: 1.5, ..params() },
-            SamplingParams { temperature: f32::NAN, ..params() },
-            SamplingParams { repeat_penalty: 0.0, ..params() },
+            SamplingParams {
+                top_p: 0.0,
+                ..params()
+            },
+            SamplingParams {
+                min_p: 1.5,
+                ..params()
+            },
+            SamplingParams {
+                temperature: f32::NAN,
+                ..params()
+            },
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..params()
+            },
         ] {
             assert!(Sampler::new(bad).is_err());
         }

@@ -22,7 +22,11 @@ pub struct StopCheck {
 
 impl StopMatcher {
     pub fn new(stops: &[String]) -> Self {
-        Self { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), text: String::new(), emitted: 0 }
+        Self {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            text: String::new(),
+            emitted: 0,
+        }
     }
 
     /// Adds newly decoded text.
@@ -39,13 +43,23 @@ impl StopMatcher {
             let emit = self.text[self.emitted.min(at)..at].to_string();
             self.text.truncate(at);
             self.emitted = at;
-            return StopCheck { emit, stopped: true };
+            return StopCheck {
+                emit,
+                stopped: true,
+            };
         }
         let hold = self.partial_suffix();
         let safe = floor_boundary(&self.text, self.text.len() - hold);
-        let emit = if safe > self.emitted { self.text[self.emitted..safe].to_string() } else { String::new() };
+        let emit = if safe > self.emitted {
+            self.text[self.emitted..safe].to_string()
+        } else {
+            String::new()
+        };
         self.emitted = self.emitted.max(safe);
-        StopCheck { emit, stopped: false }
+        StopCheck {
+            emit,
+            stopped: false,
+        }
     }
 
     /// Releases held-back text at the end of generation.
@@ -71,7 +85,10 @@ impl StopMatcher {
             .iter()
             .map(|s| {
                 let s = s.as_bytes();
-                (1..s.len().min(bytes.len() + 1)).rev().find(|&n| bytes.ends_with(&s[..n])).unwrap_or(0)
+                (1..s.len().min(bytes.len() + 1))
+                    .rev()
+                    .find(|&n| bytes.ends_with(&s[..n]))
+                    .unwrap_or(0)
             })
             .max()
             .unwrap_or(0)
@@ -106,13 +123,22 @@ mod tests {
 
     #[test]
     fn stop_split_across_pieces_is_never_shown() {
-        assert_eq!(run(&["\nUser:"], &["Hi", " there\nUs", "er: more"]), ("Hi there".to_string(), true));
+        assert_eq!(
+            run(&["\nUser:"], &["Hi", " there\nUs", "er: more"]),
+            ("Hi there".to_string(), true)
+        );
     }
 
     #[test]
     fn held_back_text_is_released_when_it_does_not_match() {
-        assert_eq!(run(&["STOP"], &["a ST", "x", " b"]), ("a STx b".to_string(), false));
-        assert_eq!(run(&["STOP"], &["ends with ST"]), ("ends with ST".to_string(), false));
+        assert_eq!(
+            run(&["STOP"], &["a ST", "x", " b"]),
+            ("a STx b".to_string(), false)
+        );
+        assert_eq!(
+            run(&["STOP"], &["ends with ST"]),
+            ("ends with ST".to_string(), false)
+        );
     }
 
     #[test]

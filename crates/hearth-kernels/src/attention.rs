@@ -23,7 +23,11 @@ pub enum SumOrder {
 impl SumOrder {
     /// The order llama.cpp uses when `n_rows` query rows are evaluated at once.
     pub fn for_rows(n_rows: usize) -> Self {
-        if n_rows == 1 { Self::VecDot } else { Self::Tiled }
+        if n_rows == 1 {
+            Self::VecDot
+        } else {
+            Self::Tiled
+        }
     }
 
     fn accumulators(self) -> usize {
@@ -125,7 +129,9 @@ mod x86 {
     }
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
 }
 
@@ -181,14 +187,25 @@ mod tests {
 
     #[test]
     fn orders_agree_with_a_plain_sum_up_to_rounding() {
-        let a: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-        let b: Vec<f32> = (0..256).map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0).collect();
+        let a: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let b: Vec<f32> = (0..256)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) / 9.0)
+            .collect();
         let (a, b) = (halves(&a), halves(&b));
         let exact: f64 = a.iter().zip(&b).map(|(x, y)| x.to_f64() * y.to_f64()).sum();
         for order in [SumOrder::VecDot, SumOrder::Tiled] {
             let got = dot_f16_ordered(order, &a, &b) as f64;
-            assert!((got - exact).abs() <= 1e-4 * exact.abs().max(1.0), "{order:?}: {got} vs {exact}");
-            assert_eq!(got as f32, dot_impl(order, &a, &b), "SIMD build differs from portable");
+            assert!(
+                (got - exact).abs() <= 1e-4 * exact.abs().max(1.0),
+                "{order:?}: {got} vs {exact}"
+            );
+            assert_eq!(
+                got as f32,
+                dot_impl(order, &a, &b),
+                "SIMD build differs from portable"
+            );
         }
     }
 
@@ -214,15 +231,27 @@ mod tests {
 
     #[test]
     fn weighted_sum_matches_naive_and_respects_positions() {
-        let values: Vec<Vec<f16>> = (0..40).map(|p| halves(&[p as f32, 1.0, -(p as f32) / 4.0])).collect();
-        let weights: Vec<f32> = (0..30).map(|j| f16::from_f32(1.0 / (j as f32 + 2.0)).to_f32()).collect();
+        let values: Vec<Vec<f16>> = (0..40)
+            .map(|p| halves(&[p as f32, 1.0, -(p as f32) / 4.0]))
+            .collect();
+        let weights: Vec<f32> = (0..30)
+            .map(|j| f16::from_f32(1.0 / (j as f32 + 2.0)).to_f32())
+            .collect();
         let mut acc = vec![0.0; weighted_sum_scratch_len(3)];
         for order in [SumOrder::VecDot, SumOrder::Tiled] {
             let mut out = [0.0f32; 3];
             weighted_sum_f16(order, &weights, 10, &|p| &values[p], &mut out, &mut acc);
             for d in 0..3 {
-                let naive: f32 = weights.iter().enumerate().map(|(j, w)| w * values[10 + j][d].to_f32()).sum();
-                assert!((out[d] - naive).abs() <= 1e-4 * naive.abs().max(1.0), "{order:?} {d}: {} vs {naive}", out[d]);
+                let naive: f32 = weights
+                    .iter()
+                    .enumerate()
+                    .map(|(j, w)| w * values[10 + j][d].to_f32())
+                    .sum();
+                assert!(
+                    (out[d] - naive).abs() <= 1e-4 * naive.abs().max(1.0),
+                    "{order:?} {d}: {} vs {naive}",
+                    out[d]
+                );
             }
         }
     }

@@ -1,14 +1,20 @@
 //! Hot CPU kernels for Hearth's inference runtime.
 //!
 //! Weights stay in their on-disk (GGUF) block formats and are never
-//! dequantized as a whole: matrix products quantize the activations to the
-//! 8-bit companion format of each weight type (as llama.cpp does, so results
-//! agree with it to float rounding) and run integer dot products over the
-//! blocks, with AVX2/FMA code selected at run time and a portable fallback.
-//! Everything here is checked against naive code in tests.
+//! dequantized as a whole: [`matmul()`] quantizes the activations to the 8-bit
+//! companion format of each weight type with llama.cpp's rounding (so the
+//! integer block sums are the ones llama.cpp computes) and runs integer dot
+//! products over the blocks in register tiles, spread over a [`ThreadPool`].
+//! AVX2/FMA/F16C code is selected at run time, with a portable fallback that
+//! the SIMD code is tested against; everything is checked against naive code.
+//!
+//! - [`quant`]: block layouts, [`dequantize_row`], activation quantizers.
+//! - [`mod@matmul`]: the product, its work split and scratch buffers.
+//! - [`pool`]: the scoped thread pool (spins briefly, then sleeps).
+//! - [`ops`]: norms, activations, softmax and f16 helpers.
 
-mod dot;
 pub mod attention;
+mod dot;
 pub mod dtype;
 pub mod matmul;
 pub mod ops;

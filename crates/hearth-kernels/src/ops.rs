@@ -29,6 +29,9 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
 /// `out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]`; the mean is over all
 /// of `x`, the output over the common length of the three slices.
+///
+/// As in ggml, the squares are rounded to f32 and summed in f64, the mean
+/// and the scale are f32, and `out[i] = (x[i] * scale) * weight[i]`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     if x.is_empty() {
         return;
@@ -37,13 +40,14 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     if simd() {
         // SAFETY: the features were detected.
         unsafe {
-            let scale = 1.0 / (avx2::sum_squares(x) / x.len() as f32 + eps).sqrt();
-            avx2::scale_mul(x, weight, scale, out);
+            let mean = (avx2::sum_squares(x) / x.len() as f64) as f32;
+            avx2::scale_mul(x, weight, 1.0 / (mean + eps).sqrt(), out);
         }
         return;
     }
-    let sum_sq: f32 = x.iter().map(|v| v * v).sum();
-    let scale = 1.0 / (sum_sq / x.len() as f32 + eps).sqrt();
+    let sum_sq: f64 = x.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum_sq / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(x).zip(weight) {
         *o = v * scale * g;
     }

@@ -34,14 +34,26 @@ struct Job<'a> {
     n_tasks: usize,
 }
 
+/// Keeps a hot atomic on its own cache line, so that threads polling one
+/// are not disturbed by writes to its neighbours.
+#[repr(align(64))]
+struct CacheLine<T>(T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 struct Shared {
     /// `generation << 32 | unclaimed tasks`.
-    state: AtomicU64,
+    state: CacheLine<AtomicU64>,
     /// Points to the current [`Job`] on the caller's stack while its
     /// generation has unclaimed or running tasks.
     job: AtomicPtr<()>,
     /// Tasks of the current job that have finished.
-    done: AtomicUsize,
+    done: CacheLine<AtomicUsize>,
     /// The first panic payload of the current job.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
     shutdown: AtomicBool,
@@ -173,9 +185,9 @@ impl ThreadPool {
     pub fn new(n_threads: usize) -> Self {
         let n_threads = n_threads.max(1);
         let shared = Arc::new(Shared {
-            state: AtomicU64::new(0),
+            state: CacheLine(AtomicU64::new(0)),
             job: AtomicPtr::new(std::ptr::null_mut()),
-            done: AtomicUsize::new(0),
+            done: CacheLine(AtomicUsize::new(0)),
             panic: Mutex::new(None),
             shutdown: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),

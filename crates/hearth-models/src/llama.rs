@@ -10,7 +10,9 @@
 //! does.
 
 use half::f16;
-use hearth_kernels::attention::{SumOrder, dot_f16_ordered, weighted_sum_f16, weighted_sum_scratch_len};
+use hearth_kernels::attention::{
+    SumOrder, dot_f16_ordered, weighted_sum_f16, weighted_sum_scratch_len,
+};
 use hearth_kernels::{MatmulScratch, Matrix, ThreadPool, WeightType, matmul, ops};
 
 use crate::error::{ModelError, Result};
@@ -66,30 +68,58 @@ fn base_config(gguf: &GgufFile) -> Result<(ModelConfig, f32)> {
     let arch = gguf.architecture()?.to_string();
     let n_embd = gguf.get_u32(&key(gguf, "embedding_length")?)? as usize;
     let n_head = gguf.get_u32(&key(gguf, "attention.head_count")?)? as usize;
-    let n_head_kv = gguf.get_u32_opt(&key(gguf, "attention.head_count_kv")?)?.map_or(n_head, |n| n as usize);
+    let n_head_kv = gguf
+        .get_u32_opt(&key(gguf, "attention.head_count_kv")?)?
+        .map_or(n_head, |n| n as usize);
     let n_layer = gguf.get_u32(&key(gguf, "block_count")?)? as usize;
-    let context_length = gguf.get_u32_opt(&key(gguf, "context_length")?)?.map_or(2048, |n| n as usize);
+    let context_length = gguf
+        .get_u32_opt(&key(gguf, "context_length")?)?
+        .map_or(2048, |n| n as usize);
     let head_dim = match gguf.get_u32_opt(&key(gguf, "attention.key_length")?)? {
         Some(n) => n as usize,
         None if n_head > 0 => n_embd / n_head,
         None => 0,
     };
-    let rms_eps = gguf.get_f32_opt(&key(gguf, "attention.layer_norm_rms_epsilon")?)?.unwrap_or(1e-5);
+    let rms_eps = gguf
+        .get_f32_opt(&key(gguf, "attention.layer_norm_rms_epsilon")?)?
+        .unwrap_or(1e-5);
     let embd = gguf.tensor("token_embd.weight")?;
     let vocab_size = embd.info.dims.get(1).copied().unwrap_or(0) as usize;
-    let corrupt = |reason: String| ModelError::Corrupt { path: gguf.path().to_path_buf(), reason };
-    if n_embd == 0 || n_head == 0 || n_head_kv == 0 || n_layer == 0 || head_dim == 0 || vocab_size == 0 {
+    let corrupt = |reason: String| ModelError::Corrupt {
+        path: gguf.path().to_path_buf(),
+        reason,
+    };
+    if n_embd == 0
+        || n_head == 0
+        || n_head_kv == 0
+        || n_layer == 0
+        || head_dim == 0
+        || vocab_size == 0
+    {
         return Err(corrupt("a model dimension is zero".into()));
     }
     if !n_head.is_multiple_of(n_head_kv) {
-        return Err(corrupt(format!("head_count {n_head} is not a multiple of head_count_kv {n_head_kv}")));
+        return Err(corrupt(format!(
+            "head_count {n_head} is not a multiple of head_count_kv {n_head_kv}"
+        )));
     }
-    let config = ModelConfig { architecture: arch, vocab_size, context_length, n_layer, n_embd, n_head, n_head_kv, head_dim };
+    let config = ModelConfig {
+        architecture: arch,
+        vocab_size,
+        context_length,
+        n_layer,
+        n_embd,
+        n_head,
+        n_head_kv,
+        head_dim,
+    };
     Ok((config, rms_eps))
 }
 
 fn rope_dim(gguf: &GgufFile, head_dim: usize) -> Result<usize> {
-    Ok(gguf.get_u32_opt(&key(gguf, "rope.dimension_count")?)?.map_or(head_dim, |n| n as usize))
+    Ok(gguf
+        .get_u32_opt(&key(gguf, "rope.dimension_count")?)?
+        .map_or(head_dim, |n| n as usize))
 }
 
 /// Llama / SmolLM2 (and Llama 3 with `rope_freqs.weight`).
@@ -97,7 +127,9 @@ pub fn spec_llama(gguf: &GgufFile) -> Result<DecoderSpec> {
     let (config, rms_eps) = base_config(gguf)?;
     Ok(DecoderSpec {
         rope_dim: rope_dim(gguf, config.head_dim)?,
-        rope_base: gguf.get_f32_opt(&key(gguf, "rope.freq_base")?)?.unwrap_or(10_000.0),
+        rope_base: gguf
+            .get_f32_opt(&key(gguf, "rope.freq_base")?)?
+            .unwrap_or(10_000.0),
         rope_base_sliding: None,
         rope_layout: RopeLayout::Interleaved,
         activation: Activation::Silu,
@@ -114,7 +146,9 @@ pub fn spec_llama(gguf: &GgufFile) -> Result<DecoderSpec> {
 pub fn spec_qwen2(gguf: &GgufFile) -> Result<DecoderSpec> {
     let mut spec = spec_llama(gguf)?;
     spec.rope_layout = RopeLayout::Halves;
-    spec.rope_base = gguf.get_f32_opt(&key(gguf, "rope.freq_base")?)?.unwrap_or(1_000_000.0);
+    spec.rope_base = gguf
+        .get_f32_opt(&key(gguf, "rope.freq_base")?)?
+        .unwrap_or(1_000_000.0);
     Ok(spec)
 }
 
@@ -122,10 +156,14 @@ pub fn spec_qwen2(gguf: &GgufFile) -> Result<DecoderSpec> {
 /// layers with their own RoPE base, every sixth layer global.
 pub fn spec_gemma3(gguf: &GgufFile) -> Result<DecoderSpec> {
     let (config, rms_eps) = base_config(gguf)?;
-    let window = gguf.get_u32_opt(&key(gguf, "attention.sliding_window")?)?.map(|w| w as usize);
+    let window = gguf
+        .get_u32_opt(&key(gguf, "attention.sliding_window")?)?
+        .map(|w| w as usize);
     Ok(DecoderSpec {
         rope_dim: rope_dim(gguf, config.head_dim)?,
-        rope_base: gguf.get_f32_opt(&key(gguf, "rope.freq_base")?)?.unwrap_or(1_000_000.0),
+        rope_base: gguf
+            .get_f32_opt(&key(gguf, "rope.freq_base")?)?
+            .unwrap_or(1_000_000.0),
         rope_base_sliding: Some(10_000.0),
         rope_layout: RopeLayout::Halves,
         activation: Activation::GeluTanh,
@@ -203,7 +241,10 @@ pub struct LlamaModel {
 
 impl std::fmt::Debug for LlamaModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlamaModel").field("path", &self.gguf.path()).field("spec", &self.spec).finish()
+        f.debug_struct("LlamaModel")
+            .field("path", &self.gguf.path())
+            .field("spec", &self.spec)
+            .finish()
     }
 }
 
@@ -225,7 +266,10 @@ impl LlamaModel {
         if spec.rope_dim > c.head_dim || !spec.rope_dim.is_multiple_of(2) {
             return Err(ModelError::Corrupt {
                 path: gguf.path().to_path_buf(),
-                reason: format!("rope dimension {} does not fit head dimension {}", spec.rope_dim, c.head_dim),
+                reason: format!(
+                    "rope dimension {} does not fit head dimension {}",
+                    spec.rope_dim, c.head_dim
+                ),
             });
         }
         let mut layers = Vec::with_capacity(c.n_layer);
@@ -242,7 +286,11 @@ impl LlamaModel {
                 bv: optional_vector(&gguf, &name("attn_v.bias"), kv_dim)?,
                 q_norm: optional_vector(&gguf, &name("attn_q_norm.weight"), c.head_dim)?,
                 k_norm: optional_vector(&gguf, &name("attn_k_norm.weight"), c.head_dim)?,
-                post_attn_norm: optional_vector(&gguf, &name("post_attention_norm.weight"), n_embd)?,
+                post_attn_norm: optional_vector(
+                    &gguf,
+                    &name("post_attention_norm.weight"),
+                    n_embd,
+                )?,
                 ffn_norm: vector(&gguf, &name("ffn_norm.weight"), n_embd)?,
                 w_gate: weight(&gguf, &name("ffn_gate.weight"), n_ff, n_embd)?,
                 w_up: weight(&gguf, &name("ffn_up.weight"), n_ff, n_embd)?,
@@ -269,18 +317,33 @@ impl LlamaModel {
 
     fn matrix(&self, w: &Weight) -> Result<Matrix<'_>> {
         let data = self.gguf.data_section();
-        let bytes = data.get(w.start..w.start + w.len).ok_or_else(|| ModelError::Corrupt {
-            path: self.gguf.path().to_path_buf(),
-            reason: format!("tensor '{}' lies outside the file", w.name),
-        })?;
-        Matrix::new(w.ty, w.rows, w.cols, bytes).map_err(|source| ModelError::Kernel { tensor: w.name.clone(), source })
+        let bytes = data
+            .get(w.start..w.start + w.len)
+            .ok_or_else(|| ModelError::Corrupt {
+                path: self.gguf.path().to_path_buf(),
+                reason: format!("tensor '{}' lies outside the file", w.name),
+            })?;
+        Matrix::new(w.ty, w.rows, w.cols, bytes).map_err(|source| ModelError::Kernel {
+            tensor: w.name.clone(),
+            source,
+        })
     }
 
-    fn matmul(&self, w: &Weight, x: &[f32], n: usize, out: &mut Vec<f32>, scratch: &mut MatmulScratch) -> Result<()> {
+    fn matmul(
+        &self,
+        w: &Weight,
+        x: &[f32],
+        n: usize,
+        out: &mut Vec<f32>,
+        scratch: &mut MatmulScratch,
+    ) -> Result<()> {
         out.clear();
         out.resize(n * w.rows, 0.0);
         let m = self.matrix(w)?;
-        matmul(&self.pool, &m, x, n, out, scratch).map_err(|source| ModelError::Kernel { tensor: w.name.clone(), source })
+        matmul(&self.pool, &m, x, n, out, scratch).map_err(|source| ModelError::Kernel {
+            tensor: w.name.clone(),
+            source,
+        })
     }
 
     fn is_sliding(&self, il: usize) -> bool {
@@ -325,8 +388,18 @@ fn weight(gguf: &GgufFile, name: &str, rows: usize, cols: usize) -> Result<Weigh
     }
     let len = view.data.len();
     // Validate once at load; the forward pass re-slices by range.
-    Matrix::new(info.ty, rows, cols, view.data).map_err(|source| ModelError::Kernel { tensor: name.to_string(), source })?;
-    Ok(Weight { name: name.to_string(), ty: info.ty, rows, cols, start: info.offset as usize, len })
+    Matrix::new(info.ty, rows, cols, view.data).map_err(|source| ModelError::Kernel {
+        tensor: name.to_string(),
+        source,
+    })?;
+    Ok(Weight {
+        name: name.to_string(),
+        ty: info.ty,
+        rows,
+        cols,
+        start: info.offset as usize,
+        len,
+    })
 }
 
 fn vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
@@ -344,7 +417,11 @@ fn vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Vec<f32>> {
 }
 
 fn optional_vector(gguf: &GgufFile, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
-    if gguf.has_tensor(name) { vector(gguf, name, len).map(Some) } else { Ok(None) }
+    if gguf.has_tensor(name) {
+        vector(gguf, name, len).map(Some)
+    } else {
+        Ok(None)
+    }
 }
 
 /// RMS-normalises each `width`-row of `x` in place-free fashion into `out`.
@@ -352,11 +429,35 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, width: usize, out: &mut Ve
     out.clear();
     out.resize(x.len(), 0.0);
     for (src, dst) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        let sum: f64 = src.iter().map(|v| (v * v) as f64).sum();
-        let mean = (sum / width as f64) as f32;
-        let scale = 1.0 / (mean + eps).sqrt();
-        for ((o, v), w) in dst.iter_mut().zip(src).zip(weight) { *o = v * scale * w; }
+        rms_norm_row(src, weight, eps, dst);
     }
+}
+
+/// `dst = src / sqrt(mean(src^2) + eps) * weight`, the squares summed in
+/// f64 as ggml does.
+fn rms_norm_row(src: &[f32], weight: &[f32], eps: f32, dst: &mut [f32]) {
+    let sum: f64 = src.iter().map(|v| (v * v) as f64).sum();
+    let mean = (sum / src.len().max(1) as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, v), w) in dst.iter_mut().zip(src).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+/// ggml's GELU: the input is rounded to f16 and the result read from a
+/// table of f16 values (`|x| >= 10` passes through or clamps to 0).
+fn ggml_gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    const COEF_A: f64 = 0.044_715;
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let v = f16::from_f32(x).to_f64();
+    let inner = SQRT_2_OVER_PI * v * (1.0 + COEF_A * v * v);
+    f16::from_f64(0.5 * v * (1.0 + inner.tanh())).to_f32()
 }
 
 /// RMS-normalises every `head_dim` slice of `x` in place.
@@ -364,15 +465,26 @@ fn rms_norm_heads(x: &mut [f32], weight: &[f32], eps: f32, head_dim: usize, tmp:
     tmp.resize(head_dim, 0.0);
     for head in x.chunks_exact_mut(head_dim) {
         tmp.copy_from_slice(head);
-        ops::rms_norm(tmp, weight, eps, head);
+        rms_norm_row(tmp, weight, eps, head);
     }
 }
 
 /// Rotates every head of `x` (`n` tokens of `n_heads * head_dim`).
-fn apply_rope(x: &mut [f32], n_heads: usize, head_dim: usize, rope_dim: usize, layout: RopeLayout, cos: &[f32], sin: &[f32]) {
+fn apply_rope(
+    x: &mut [f32],
+    n_heads: usize,
+    head_dim: usize,
+    rope_dim: usize,
+    layout: RopeLayout,
+    cos: &[f32],
+    sin: &[f32],
+) {
     let half = rope_dim / 2;
     for (t, token) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
-        let (cos, sin) = (&cos[t * half..(t + 1) * half], &sin[t * half..(t + 1) * half]);
+        let (cos, sin) = (
+            &cos[t * half..(t + 1) * half],
+            &sin[t * half..(t + 1) * half],
+        );
         for head in token.chunks_exact_mut(head_dim) {
             for i in 0..half {
                 let (a, b) = match layout {
@@ -388,19 +500,23 @@ fn apply_rope(x: &mut [f32], n_heads: usize, head_dim: usize, rope_dim: usize, l
     }
 }
 
-
 /// ggml's vectorised `expf` (the Arm optimized-routines polynomial) in
 /// scalar form, so softmax and SiLU round exactly as llama.cpp's do.
 fn ggml_expf(x: f32) -> f32 {
     let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
     let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // log2(e)
     let n = z - r;
-    let b = (-n).mul_add(f32::from_bits(0x35bf_be8e), (-n).mul_add(f32::from_bits(0x3f31_7200), x));
-    let u = b * b;
-    let j = f32::from_bits(0x3c07_2010).mul_add(b, f32::from_bits(0x3d2b_9f17)).mul_add(
-        u,
-        f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
+    let b = (-n).mul_add(
+        f32::from_bits(0x35bf_be8e),
+        (-n).mul_add(f32::from_bits(0x3f31_7200), x),
     );
+    let u = b * b;
+    let j = f32::from_bits(0x3c07_2010)
+        .mul_add(b, f32::from_bits(0x3d2b_9f17))
+        .mul_add(
+            u,
+            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
+        );
     let j = j.mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0));
     if n.abs() > 192.0 {
         return if n > 0.0 { f32::INFINITY } else { 0.0 };
@@ -415,7 +531,11 @@ fn ggml_softmax(x: &mut [f32], first: usize) {
     let mut start = 0;
     let lead = first % 16;
     while start < x.len() {
-        let take = if start == 0 { (16 - lead).min(x.len()) } else { 16.min(x.len() - start) };
+        let take = if start == 0 {
+            (16 - lead).min(x.len())
+        } else {
+            16.min(x.len() - start)
+        };
         let mut v = [0.0f32; 16];
         let off = if start == 0 { lead } else { 0 };
         for k in 0..take {
@@ -431,13 +551,6 @@ fn ggml_softmax(x: &mut [f32], first: usize) {
     }
     let inv = (1.0 / sum) as f32;
     x.iter_mut().for_each(|v| *v *= inv);
-}
-
-fn dbg_dump(name: &str, data: &[f32]) {
-    if let Some(dir) = std::env::var_os("HEARTH_DUMP_DIR") {
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{name}.f32")), bytes);
-    }
 }
 
 fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
@@ -474,7 +587,9 @@ impl AttentionJob<'_> {
         let kv_head = h / self.group;
         let hd = self.head_dim;
         let order = SumOrder::for_rows(self.n_tokens);
-        let value = |p: usize| &self.v_cache[p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
+        let value = |p: usize| {
+            &self.v_cache[p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd]
+        };
         for t in 0..self.n_tokens {
             let pos = self.p0 + t;
             let first = match self.window {
@@ -485,13 +600,23 @@ impl AttentionJob<'_> {
             let scores = &mut scores[..pos + 1 - first];
             for (j, s) in scores.iter_mut().enumerate() {
                 let p = first + j;
-                let k = &self.k_cache[p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
+                let k = &self.k_cache
+                    [p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
                 *s = dot_f16_ordered(order, q, k) * self.scale;
             }
             ggml_softmax(scores, first);
             // llama.cpp multiplies f16 values by probabilities rounded to f16.
-            scores.iter_mut().for_each(|s| *s = f16::from_f32(*s).to_f32());
-            weighted_sum_f16(order, scores, first, &value, &mut outputs[t * hd..(t + 1) * hd], acc);
+            scores
+                .iter_mut()
+                .for_each(|s| *s = f16::from_f32(*s).to_f32());
+            weighted_sum_f16(
+                order,
+                scores,
+                first,
+                &value,
+                &mut outputs[t * hd..(t + 1) * hd],
+                acc,
+            );
         }
     }
 }
@@ -506,7 +631,13 @@ impl CausalLm for LlamaModel {
         KvCache::new(c.n_layer, c.n_head_kv * c.head_dim, capacity)
     }
 
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool, logits: &mut Vec<f32>) -> Result<()> {
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let c = &self.spec.config;
         let n = tokens.len();
         if n == 0 {
@@ -515,16 +646,37 @@ impl CausalLm for LlamaModel {
         }
         let p0 = cache.len;
         if p0 + n > cache.capacity {
-            return Err(ModelError::ContextFull { needed: p0 + n, capacity: cache.capacity });
+            return Err(ModelError::ContextFull {
+                needed: p0 + n,
+                capacity: cache.capacity,
+            });
         }
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(ModelError::BadToken { id, vocab_size: c.vocab_size });
+            return Err(ModelError::BadToken {
+                id,
+                vocab_size: c.vocab_size,
+            });
         }
         let (d, hd) = (c.n_embd, c.head_dim);
         let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
         let eps = self.spec.rms_eps;
-        let Scratch { x, xn, q, k, v, attn, heads, proj, gate, up, q16, k16, rope_cos, rope_sin, matmul: mm } =
-            &mut cache.scratch;
+        let Scratch {
+            x,
+            xn,
+            q,
+            k,
+            v,
+            attn,
+            heads,
+            proj,
+            gate,
+            up,
+            q16,
+            k16,
+            rope_cos,
+            rope_sin,
+            matmul: mm,
+        } = &mut cache.scratch;
 
         // Embeddings.
         let embd = self.matrix(&self.token_embd)?;
@@ -532,7 +684,10 @@ impl CausalLm for LlamaModel {
         x.resize(n * d, 0.0);
         for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
             embd.dequantize_row(id as usize, row)
-                .map_err(|source| ModelError::Kernel { tensor: self.token_embd.name.clone(), source })?;
+                .map_err(|source| ModelError::Kernel {
+                    tensor: self.token_embd.name.clone(),
+                    source,
+                })?;
             if let Some(scale) = self.spec.embed_scale {
                 row.iter_mut().for_each(|v| *v *= scale);
             }
@@ -542,7 +697,11 @@ impl CausalLm for LlamaModel {
         let mut rope_for = None;
         for (il, layer) in self.layers.iter().enumerate() {
             let sliding = self.is_sliding(il);
-            let base = if sliding { self.spec.rope_base_sliding.unwrap_or(self.spec.rope_base) } else { self.spec.rope_base };
+            let base = if sliding {
+                self.spec.rope_base_sliding.unwrap_or(self.spec.rope_base)
+            } else {
+                self.spec.rope_base
+            };
             if rope_for != Some(base.to_bits()) {
                 self.rope_tables(base, p0, n, rope_cos, rope_sin);
                 rope_for = Some(base.to_bits());
@@ -550,7 +709,6 @@ impl CausalLm for LlamaModel {
 
             // Attention block.
             rms_norm_rows(x, &layer.attn_norm, eps, d, xn);
-            dbg_dump(&format!("attn_norm-{il}"), xn);
             self.matmul(&layer.wq, xn, n, q, mm)?;
             self.matmul(&layer.wk, xn, n, k, mm)?;
             self.matmul(&layer.wv, xn, n, v, mm)?;
@@ -563,11 +721,24 @@ impl CausalLm for LlamaModel {
             if let Some(w) = &layer.k_norm {
                 rms_norm_heads(k, w, eps, hd, &mut tmp);
             }
-            apply_rope(q, c.n_head, hd, self.spec.rope_dim, self.spec.rope_layout, rope_cos, rope_sin);
-            apply_rope(k, c.n_head_kv, hd, self.spec.rope_dim, self.spec.rope_layout, rope_cos, rope_sin);
-            dbg_dump(&format!("Qcur-{il}"), q);
-            dbg_dump(&format!("Kcur-{il}"), k);
-            dbg_dump(&format!("Vcur-{il}"), v);
+            apply_rope(
+                q,
+                c.n_head,
+                hd,
+                self.spec.rope_dim,
+                self.spec.rope_layout,
+                rope_cos,
+                rope_sin,
+            );
+            apply_rope(
+                k,
+                c.n_head_kv,
+                hd,
+                self.spec.rope_dim,
+                self.spec.rope_layout,
+                rope_cos,
+                rope_sin,
+            );
             let mut scale = self.spec.attn_scale;
             if self.spec.scale_query {
                 q.iter_mut().for_each(|v| *v *= scale);
@@ -600,20 +771,24 @@ impl CausalLm for LlamaModel {
                 head_dim: hd,
                 kv_dim,
                 scale,
-                window: if sliding { self.spec.sliding_window.map(|(w, _)| w) } else { None },
+                window: if sliding {
+                    self.spec.sliding_window.map(|(w, _)| w)
+                } else {
+                    None
+                },
             };
-            self.pool.for_each_chunk_mut(heads, stride, &|h, out| job.run(h, out));
+            self.pool
+                .for_each_chunk_mut(heads, stride, &|h, out| job.run(h, out));
             attn.clear();
             attn.resize(n * q_dim, 0.0);
             for h in 0..c.n_head {
                 let src = &heads[h * stride..h * stride + n * hd];
                 for t in 0..n {
-                    attn[t * q_dim + h * hd..t * q_dim + (h + 1) * hd].copy_from_slice(&src[t * hd..(t + 1) * hd]);
+                    attn[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]
+                        .copy_from_slice(&src[t * hd..(t + 1) * hd]);
                 }
             }
-            dbg_dump(&format!("kqv_out-{il}"), attn);
             self.matmul(&layer.wo, attn, n, proj, mm)?;
-            dbg_dump(&format!("attn_out-{il}"), proj);
             if let Some(w) = &layer.post_attn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
                 std::mem::swap(proj, xn);
@@ -625,18 +800,21 @@ impl CausalLm for LlamaModel {
             self.matmul(&layer.w_gate, xn, n, gate, mm)?;
             self.matmul(&layer.w_up, xn, n, up, mm)?;
             match self.spec.activation {
-                Activation::Silu => gate.iter_mut().zip(up.iter()).for_each(|(g, u)| *g = *g / (1.0 + ggml_expf(-*g)) * u),
-                Activation::GeluTanh => ops::gelu_tanh_mul(gate, up),
+                Activation::Silu => gate
+                    .iter_mut()
+                    .zip(up.iter())
+                    .for_each(|(g, u)| *g = *g / (1.0 + ggml_expf(-*g)) * u),
+                Activation::GeluTanh => gate
+                    .iter_mut()
+                    .zip(up.iter())
+                    .for_each(|(g, u)| *g = ggml_gelu(*g) * u),
             }
-            dbg_dump(&format!("ffn_act-{il}"), gate);
             self.matmul(&layer.w_down, gate, n, proj, mm)?;
-            dbg_dump(&format!("ffn_out-{il}"), proj);
             if let Some(w) = &layer.post_ffn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
                 std::mem::swap(proj, xn);
             }
             x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
-            dbg_dump(&format!("l_out-{il}"), x);
         }
         cache.len = p0 + n;
 

@@ -50,7 +50,9 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        let n_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let n_threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         Self { n_threads }
     }
 }
@@ -67,7 +69,13 @@ pub trait CausalLm: Send + Sync {
     /// `cache.len()..`) and writes logits to `logits`: for the last token only
     /// (`vocab_size` values) or, with `all_logits`, for every token
     /// (`tokens.len() * vocab_size`, row-major).
-    fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool, logits: &mut Vec<f32>) -> Result<()>;
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        logits: &mut Vec<f32>,
+    ) -> Result<()>;
 }
 
 /// Per-sequence key/value cache (f16) and scratch memory of the forward pass.
@@ -95,7 +103,12 @@ impl KvCache {
                 v: Vec::with_capacity(capacity * kv_dim),
             })
             .collect();
-        Self { layers, len: 0, capacity, scratch: llama::Scratch::default() }
+        Self {
+            layers,
+            len: 0,
+            capacity,
+            scratch: llama::Scratch::default(),
+        }
     }
 
     /// Tokens held.
@@ -141,8 +154,16 @@ pub fn load_model(path: &Path, options: &LoadOptions) -> Result<Arc<dyn CausalLm
 pub fn load_from_gguf(gguf: GgufFile, options: &LoadOptions) -> Result<Arc<dyn CausalLm>> {
     let arch = gguf.architecture()?.to_string();
     let Some((_, read_spec)) = ARCHITECTURES.iter().find(|(name, _)| *name == arch) else {
-        let supported = ARCHITECTURES.iter().map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
-        return Err(ModelError::UnsupportedArchitecture { path: gguf.path().to_path_buf(), arch, supported });
+        let supported = ARCHITECTURES
+            .iter()
+            .map(|(name, _)| *name)
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ModelError::UnsupportedArchitecture {
+            path: gguf.path().to_path_buf(),
+            arch,
+            supported,
+        });
     };
     let spec = read_spec(&gguf)?;
     Ok(Arc::new(LlamaModel::new(gguf, spec, options)?))

@@ -23,7 +23,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     let engine = crate::load_engine(&args.model)?;
     let model = engine.model();
-    let threads = args.model.threads.unwrap_or_else(|| hearth_models::LoadOptions::default().n_threads);
+    let threads = args
+        .model
+        .threads
+        .unwrap_or_else(|| hearth_models::LoadOptions::default().n_threads);
     let mut prompt = Vec::with_capacity(args.prompt_tokens);
     let filler = engine.tokenizer().encode(FILLER, false, false);
     if filler.is_empty() {
@@ -35,7 +38,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     prompt.truncate(args.prompt_tokens);
     let context = args.prompt_tokens + args.gen_tokens + 1;
     if context > model.config().context_length {
-        bail!("prompt plus generated tokens ({context}) exceed the model's context ({})", model.config().context_length);
+        bail!(
+            "prompt plus generated tokens ({context}) exceed the model's context ({})",
+            model.config().context_length
+        );
     }
 
     let (mut prefill, mut decode, mut ttft) = (Vec::new(), Vec::new(), Vec::new());
@@ -109,7 +115,9 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// Peak resident set size of this process in MB (VmHWM), 0 where unknown.
 fn peak_rss_mb() -> f64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return 0.0 };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0.0;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))

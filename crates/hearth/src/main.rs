@@ -35,8 +35,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Chat { model, sampling, system } => chat(&model, &sampling, system),
-        Command::Generate { prompt, model, sampling, raw, json } => generate(&prompt, &model, &sampling, raw, json),
+        Command::Chat {
+            model,
+            sampling,
+            system,
+        } => chat(&model, &sampling, system),
+        Command::Generate {
+            prompt,
+            model,
+            sampling,
+            raw,
+            json,
+        } => generate(&prompt, &model, &sampling, raw, json),
         Command::Tokenize { text, model, json } => tokenize(&text, &model, json),
         Command::Bench(args) => bench::run(&args),
         Command::Models { command } => models(command),
@@ -56,7 +66,11 @@ pub(crate) fn resolve_model(model: &ModelArgs) -> Result<PathBuf> {
 
 pub(crate) fn load_engine(model: &ModelArgs) -> Result<Engine> {
     let path = resolve_model(model)?;
-    let options = LoadOptions { n_threads: model.threads.unwrap_or_else(|| LoadOptions::default().n_threads) };
+    let options = LoadOptions {
+        n_threads: model
+            .threads
+            .unwrap_or_else(|| LoadOptions::default().n_threads),
+    };
     Engine::load(&path, &options).with_context(|| format!("cannot load {}", path.display()))
 }
 
@@ -77,11 +91,17 @@ fn sampling_params(args: &SamplingArgs) -> SamplingParams {
 fn chat(model: &ModelArgs, sampling: &SamplingArgs, system: Option<String>) -> Result<ExitCode> {
     let engine = load_engine(model)?;
     let mut sequence = engine.new_sequence(model.ctx);
-    let mut messages: Vec<ChatMessage> = system.iter().map(|s| ChatMessage::new("system", s.clone())).collect();
+    let mut messages: Vec<ChatMessage> = system
+        .iter()
+        .map(|s| ChatMessage::new("system", s.clone()))
+        .collect();
     let initial = messages.clone();
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
-    eprintln!("Chatting with {} (type /reset to start over, /exit or Ctrl-D to quit).", model.model);
+    eprintln!(
+        "Chatting with {} (type /reset to start over, /exit or Ctrl-D to quit).",
+        model.model
+    );
     let mut line = String::new();
     loop {
         eprint!("> ");
@@ -128,7 +148,13 @@ fn chat(model: &ModelArgs, sampling: &SamplingArgs, system: Option<String>) -> R
     Ok(ExitCode::SUCCESS)
 }
 
-fn generate(prompt: &str, model: &ModelArgs, sampling: &SamplingArgs, raw: bool, json_out: bool) -> Result<ExitCode> {
+fn generate(
+    prompt: &str,
+    model: &ModelArgs,
+    sampling: &SamplingArgs,
+    raw: bool,
+    json_out: bool,
+) -> Result<ExitCode> {
     let engine = load_engine(model)?;
     let prompt_tokens = if raw {
         engine.tokenizer().encode(prompt, true, false)
@@ -155,7 +181,10 @@ fn generate(prompt: &str, model: &ModelArgs, sampling: &SamplingArgs, raw: bool,
         }
     })?;
     if let Some(n) = generation.max_tokens_clamped_to {
-        eprintln!("note: max tokens clamped to {n} to fit the context of {}", sequence.capacity());
+        eprintln!(
+            "note: max tokens clamped to {n} to fit the context of {}",
+            sequence.capacity()
+        );
     }
     if json_out {
         let t = &generation.timings;
@@ -203,7 +232,12 @@ fn models(command: ModelsCommand) -> Result<ExitCode> {
         ModelsCommand::Pull { name } => {
             let mut progress = progress::TerminalProgress::new();
             let installed = store.pull(&name, &mut progress)?;
-            println!("installed {} ({}) at {}", installed.name, human_size(installed.size_bytes), installed.path.display());
+            println!(
+                "installed {} ({}) at {}",
+                installed.name,
+                human_size(installed.size_bytes),
+                installed.path.display()
+            );
         }
         ModelsCommand::List { json: json_out } => {
             let installed = store.list()?;
@@ -214,11 +248,19 @@ fn models(command: ModelsCommand) -> Result<ExitCode> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if installed.is_empty() {
-                println!("no models installed; try `hearth models pull {}`", hearth_models::store::DEFAULT_MODEL);
+                println!(
+                    "no models installed; try `hearth models pull {}`",
+                    hearth_models::store::DEFAULT_MODEL
+                );
             } else {
                 println!("{:<28} {:>10}  PATH", "NAME", "SIZE");
                 for m in installed {
-                    println!("{:<28} {:>10}  {}", m.name, human_size(m.size_bytes), m.path.display());
+                    println!(
+                        "{:<28} {:>10}  {}",
+                        m.name,
+                        human_size(m.size_bytes),
+                        m.path.display()
+                    );
                 }
             }
         }
@@ -235,5 +277,9 @@ pub(crate) fn human_size(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

@@ -8,8 +8,15 @@ use hearth_models::LoadOptions;
 
 /// Path of an installed test model; panics with the fix when it is missing.
 pub fn model_path(name: &str) -> PathBuf {
-    let path = hearth_core::hearth_home().join("models").join(name).join("model.gguf");
-    assert!(path.is_file(), "test model {} is missing: run scripts/fetch-models.sh", path.display());
+    let path = hearth_core::hearth_home()
+        .join("models")
+        .join(name)
+        .join("model.gguf");
+    assert!(
+        path.is_file(),
+        "test model {} is missing: run scripts/fetch-models.sh",
+        path.display()
+    );
     path
 }
 
@@ -33,7 +40,9 @@ pub fn gemma3() -> Arc<Engine> {
 
 /// A fixture file produced by `scripts/reference/gen_fixtures.py`.
 pub fn fixture(name: &str) -> serde_json::Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../hearth-models/tests/fixtures/llama_cpp").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../hearth-models/tests/fixtures/llama_cpp")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -160,23 +160,28 @@ fn exp(x: __m256) -> __m256 {
     _mm256_blendv_ps(y, _mm256_set1_ps(f32::INFINITY), too_large)
 }
 
+/// `sum(x[i] * x[i])` with the products rounded to f32 and summed in f64.
+///
 /// # Safety
 /// [`available`] must be true.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn sum_squares(x: &[f32]) -> f32 {
-    let mut acc = [_mm256_setzero_ps(); 2];
+pub(super) unsafe fn sum_squares(x: &[f32]) -> f64 {
+    let mut acc = [_mm256_setzero_pd(); 2];
     let mut i = 0;
-    while i + 16 <= x.len() {
-        let (a, b) = (load8_f32(x, i), load8_f32(x, i + 8));
-        acc[0] = _mm256_fmadd_ps(a, a, acc[0]);
-        acc[1] = _mm256_fmadd_ps(b, b, acc[1]);
-        i += 16;
+    while i + 8 <= x.len() {
+        let v = load8_f32(x, i);
+        let sq = _mm256_mul_ps(v, v);
+        acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(sq)));
+        acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(sq)));
+        i += 8;
     }
-    let mut sum = hsum(_mm256_add_ps(acc[0], acc[1]));
+    let sum = _mm256_add_pd(acc[0], acc[1]);
+    let pair = _mm_add_pd(_mm256_castpd256_pd128(sum), _mm256_extractf128_pd::<1>(sum));
+    let mut total = _mm_cvtsd_f64(_mm_add_sd(pair, _mm_unpackhi_pd(pair, pair)));
     for &v in &x[i..] {
-        sum += v * v;
+        total += (v * v) as f64;
     }
-    sum
+    total
 }
 
 /// `out[i] = x[i] * scale * weight[i]` over the common length.

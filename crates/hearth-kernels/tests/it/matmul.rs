@@ -18,18 +18,35 @@ const TOL_SIMD: f32 = 2e-5;
 /// Absolute slack for outputs that are near zero.
 const TOL_ABS: f32 = 1e-5;
 
-/// Budget against the unquantized f32 product, as a multiple of
-/// `sum_i |w_i| * step_i`, `step_i` the activation quantization step of
-/// value `i`'s block: round-to-nearest costs half a step; the f16 rounding
-/// of the 32-value formats' scales a little more.
+/// How far a product may be from the unquantized f32 product, in units of
+/// `sum_i |w_i| * step_i` (`step_i` the quantization step of the activation
+/// block holding value `i`): rounding to nearest costs half a step; the
+/// 32-value formats also round their activation scale to f16 (relative
+/// 2^-11), and `Q8_1`'s stored block sum once more.
+struct ActivationBudget {
+    steps: f32,
+}
+
+/// No activation quantization: float weights multiply f32 activations.
+const FLOAT_BUDGET: ActivationBudget = ActivationBudget { steps: 0.0 };
+/// `Q8_0` activations (`Q4_0`, `Q5_0`, `Q8_0` weights).
+const Q8_0_BUDGET: ActivationBudget = ActivationBudget { steps: 0.5 + 2e-3 };
+/// `Q8_1` activations (`Q4_1`, `Q5_1` weights).
+const Q8_1_BUDGET: ActivationBudget = ActivationBudget { steps: 0.5 + 3e-3 };
+/// `Q8_K` activations (the K-quants): f32 scale, so half a step.
+const Q8_K_BUDGET: ActivationBudget = ActivationBudget { steps: 0.5 + 1e-4 };
+
 fn activation_budget(ty: WeightType) -> f32 {
-    match ty {
-        WeightType::F32 | WeightType::F16 | WeightType::BF16 => 0.0,
+    let budget = match ty {
+        WeightType::F32 | WeightType::F16 | WeightType::BF16 => FLOAT_BUDGET,
+        WeightType::Q4_0 | WeightType::Q5_0 | WeightType::Q8_0 => Q8_0_BUDGET,
+        WeightType::Q4_1 | WeightType::Q5_1 => Q8_1_BUDGET,
         WeightType::Q2K | WeightType::Q3K | WeightType::Q4K | WeightType::Q5K | WeightType::Q6K => {
-            0.5 + 1e-3
+            Q8_K_BUDGET
         }
-        _ => 0.5 + 3e-3,
-    }
+        _ => Q8_1_BUDGET,
+    };
+    budget.steps
 }
 
 /// Quantizes `x` as the weight type's companion format and dequantizes it
