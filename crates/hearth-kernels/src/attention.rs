@@ -109,11 +109,59 @@ fn weighted_sum_impl<'v>(
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use std::arch::x86_64::*;
+
     use super::*;
+
+    /// Eight f16 values at `p` as f32.
+    ///
+    /// # Safety
+    /// `p` must point to 8 readable f16 values; F16C must be available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn load8(p: *const f16) -> __m256 {
+        // SAFETY: the caller guarantees 8 readable values.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+    }
+
+    /// The 16-lane tree of `(lo, hi)`: lanes `i` and `i + 8`, then `i + 4`,
+    /// `i + 2`, `i + 1`, as ggml's `_mm512_reduce_add_ps` associates them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn tree16(lo: __m256, hi: __m256) -> f32 {
+        let w = _mm256_add_ps(lo, hi);
+        let x = _mm_add_ps(_mm256_castps256_ps128(w), _mm256_extractf128_ps(w, 1));
+        let y = _mm_add_ps(x, _mm_movehl_ps(x, x));
+        let z = _mm_add_ss(y, _mm_shuffle_ps(y, y, 1));
+        _mm_cvtss_f32(z)
+    }
 
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn dot(order: SumOrder, a: &[f16], b: &[f16]) -> f32 {
-        dot_impl(order, a, b)
+        let n = a.len().min(b.len());
+        if n % LANES != 0 {
+            return dot_impl(order, a, b);
+        }
+        let n_acc = order.accumulators();
+        let zero = _mm256_setzero_ps();
+        let mut acc = [[zero; 2]; 4];
+        for c in 0..n / LANES {
+            let slot = &mut acc[c % n_acc];
+            // SAFETY: `c * 16 + 16 <= n` values are readable in both slices.
+            unsafe {
+                let (pa, pb) = (a.as_ptr().add(c * LANES), b.as_ptr().add(c * LANES));
+                slot[0] = _mm256_fmadd_ps(load8(pa), load8(pb), slot[0]);
+                slot[1] = _mm256_fmadd_ps(load8(pa.add(8)), load8(pb.add(8)), slot[1]);
+            }
+        }
+        if n_acc == 4 {
+            for h in 0..2 {
+                acc[0][h] = _mm256_add_ps(acc[0][h], acc[2][h]);
+                acc[1][h] = _mm256_add_ps(acc[1][h], acc[3][h]);
+                acc[0][h] = _mm256_add_ps(acc[0][h], acc[1][h]);
+            }
+        }
+        tree16(acc[0][0], acc[0][1])
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -125,13 +173,36 @@ mod x86 {
         out: &mut [f32],
         acc: &mut [f32],
     ) {
-        weighted_sum_impl(order, weights, first, value, out, acc)
+        let width = out.len();
+        if width % 8 != 0 {
+            return weighted_sum_impl(order, weights, first, value, out, acc);
+        }
+        let n_acc = order.accumulators();
+        let rows = n_acc * LANES;
+        let acc = &mut acc[..rows * width];
+        acc.fill(0.0);
+        for (j, &w) in weights.iter().enumerate() {
+            let pos = first + j;
+            let v = value(pos);
+            if v.len() < width {
+                continue;
+            }
+            let slot = (pos % rows) / LANES * LANES + pos % LANES;
+            let row = &mut acc[slot * width..(slot + 1) * width];
+            let wv = _mm256_set1_ps(w);
+            for d in (0..width).step_by(8) {
+                // SAFETY: `d + 8 <= width <= v.len()` and `row.len() == width`.
+                unsafe {
+                    let r = row.as_mut_ptr().add(d);
+                    _mm256_storeu_ps(r, _mm256_fmadd_ps(wv, load8(v.as_ptr().add(d)), _mm256_loadu_ps(r)));
+                }
+            }
+        }
+        fold(acc, n_acc, width, out);
     }
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2")
-            && is_x86_feature_detected!("fma")
-            && is_x86_feature_detected!("f16c")
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
     }
 }
 

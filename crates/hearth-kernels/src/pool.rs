@@ -8,11 +8,13 @@
 //! after every task of its job has run, which is what makes lending the
 //! job's stack-borrowed closure to the workers sound.
 //!
-//! Idle workers spin for [`SPIN_WAIT`] (enough to bridge the gap between two
+//! Idle workers wait for [`SPIN_WAIT`] (enough to bridge the gap between two
 //! consecutive kernels of a decode step) and then sleep on a condition
 //! variable, so an idle runtime costs no CPU and a machine whose cores are
-//! shared is not starved by busy-waiting. The caller waits for stragglers
-//! the same way.
+//! shared is not starved by busy-waiting. While waiting they spin only for
+//! about a microsecond and then yield the core between checks, so that a
+//! thread they wait for which shares their core still gets to run. The
+//! caller waits for stragglers the same way.
 
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -23,6 +25,42 @@ use std::time::{Duration, Instant};
 
 /// How long an idle thread spins before it goes to sleep.
 pub const SPIN_WAIT: Duration = Duration::from_micros(60);
+
+/// Busy-wait iterations (with a pause hint) before a waiting thread starts
+/// yielding its core: about a microsecond.
+const PURE_SPINS: u32 = 64;
+
+/// How a thread waits for something another thread is about to do: a short
+/// pure spin (cheapest when every thread has its own core), then yielding
+/// the core between checks (so that a thread we wait for, if it shares our
+/// core, gets to run), until [`SPIN_WAIT`] has passed and it is time to sleep.
+struct Backoff {
+    start: Instant,
+    spins: u32,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            spins: 0,
+        }
+    }
+
+    /// Waits a little; `false` once the thread should go to sleep instead.
+    fn snooze(&mut self) -> bool {
+        if self.spins < PURE_SPINS {
+            self.spins += 1;
+            std::hint::spin_loop();
+            return true;
+        }
+        if self.start.elapsed() >= SPIN_WAIT {
+            return false;
+        }
+        std::thread::yield_now();
+        true
+    }
+}
 
 /// Task count is kept in the low bits of the job word, the generation above.
 const COUNT_BITS: u32 = 32;
@@ -144,8 +182,7 @@ impl Shared {
     fn worker_loop(&self) {
         let mut seen = 0u64;
         loop {
-            let spin_start = Instant::now();
-            let mut spins = 0u32;
+            let mut backoff = Backoff::new();
             // Spin, then sleep, until a new generation or shutdown appears.
             let generation = loop {
                 let generation = self.state.load(Ordering::Acquire) >> COUNT_BITS;
@@ -155,9 +192,7 @@ impl Shared {
                 if self.shutdown.load(Ordering::Acquire) {
                     return;
                 }
-                spins += 1;
-                if !spins.is_multiple_of(64) || spin_start.elapsed() < SPIN_WAIT {
-                    std::hint::spin_loop();
+                if backoff.snooze() {
                     continue;
                 }
                 let guard = lock(&self.sleep_lock);
@@ -169,7 +204,7 @@ impl Shared {
                     drop(guard);
                 }
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
-                spins = 0;
+                backoff = Backoff::new();
             };
             seen = generation;
             self.work(generation);
@@ -271,12 +306,9 @@ impl ThreadPool {
     /// Blocks until `n_tasks` tasks of the current job have finished.
     fn wait_done(&self, n_tasks: usize) {
         let shared = &*self.shared;
-        let start = Instant::now();
-        let mut spins = 0u32;
+        let mut backoff = Backoff::new();
         while shared.done.load(Ordering::Acquire) != n_tasks {
-            spins += 1;
-            if !spins.is_multiple_of(64) || start.elapsed() < SPIN_WAIT {
-                std::hint::spin_loop();
+            if backoff.snooze() {
                 continue;
             }
             let guard = lock(&shared.done_lock);

@@ -518,10 +518,12 @@ fn ggml_expf(x: f32) -> f32 {
             f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
         );
     let j = j.mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0));
-    if n.abs() > 192.0 {
-        return if n > 0.0 { f32::INFINITY } else { 0.0 };
+    if n.abs() > 126.0 {
+        // Beyond the normal range: overflow, or a value too small to
+        // matter next to the softmax maximum's exp(0) = 1.
+        return if n > 0.0 { f32::INFINITY } else { j * 2f32.powi(n as i32) };
     }
-    (j as f64 * (n as f64).exp2()) as f32
+    j * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 fn ggml_softmax(x: &mut [f32], first: usize) {
