@@ -1,0 +1,3 @@
+//! The `hearth` binary, run as a user would run it.
+
+mod cli;
