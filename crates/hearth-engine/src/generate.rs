@@ -177,10 +177,11 @@ impl Engine {
     pub fn encode_chat(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
         let text = self.render_chat(messages, true)?;
         let mut tokens = self.tokenizer.encode(&text, true, true);
-        if let (Some(bos), [a, b, ..]) = (self.tokenizer.bos_id(), tokens.as_slice()) {
-            if *a == bos && *b == bos {
-                tokens.remove(0);
-            }
+        if let (Some(bos), [a, b, ..]) = (self.tokenizer.bos_id(), tokens.as_slice())
+            && *a == bos
+            && *b == bos
+        {
+            tokens.remove(0);
         }
         Ok(tokens)
     }

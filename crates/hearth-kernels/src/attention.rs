@@ -139,7 +139,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn dot(order: SumOrder, a: &[f16], b: &[f16]) -> f32 {
         let n = a.len().min(b.len());
-        if n % LANES != 0 {
+        if !n.is_multiple_of(LANES) {
             return dot_impl(order, a, b);
         }
         let n_acc = order.accumulators();
@@ -155,10 +155,10 @@ mod x86 {
             }
         }
         if n_acc == 4 {
+            let [a0, a1, a2, a3] = acc;
             for h in 0..2 {
-                acc[0][h] = _mm256_add_ps(acc[0][h], acc[2][h]);
-                acc[1][h] = _mm256_add_ps(acc[1][h], acc[3][h]);
-                acc[0][h] = _mm256_add_ps(acc[0][h], acc[1][h]);
+                let folded = [_mm256_add_ps(a0[h], a2[h]), _mm256_add_ps(a1[h], a3[h])];
+                acc[0][h] = _mm256_add_ps(folded[0], folded[1]);
             }
         }
         tree16(acc[0][0], acc[0][1])
@@ -174,7 +174,7 @@ mod x86 {
         acc: &mut [f32],
     ) {
         let width = out.len();
-        if width % 8 != 0 {
+        if !width.is_multiple_of(8) {
             return weighted_sum_impl(order, weights, first, value, out, acc);
         }
         let n_acc = order.accumulators();
@@ -194,7 +194,10 @@ mod x86 {
                 // SAFETY: `d + 8 <= width <= v.len()` and `row.len() == width`.
                 unsafe {
                     let r = row.as_mut_ptr().add(d);
-                    _mm256_storeu_ps(r, _mm256_fmadd_ps(wv, load8(v.as_ptr().add(d)), _mm256_loadu_ps(r)));
+                    _mm256_storeu_ps(
+                        r,
+                        _mm256_fmadd_ps(wv, load8(v.as_ptr().add(d)), _mm256_loadu_ps(r)),
+                    );
                 }
             }
         }
@@ -202,7 +205,9 @@ mod x86 {
     }
 
     pub(super) fn available() -> bool {
-        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+        is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma")
+            && is_x86_feature_detected!("f16c")
     }
 }
 

@@ -521,7 +521,11 @@ fn ggml_expf(x: f32) -> f32 {
     if n.abs() > 126.0 {
         // Beyond the normal range: overflow, or a value too small to
         // matter next to the softmax maximum's exp(0) = 1.
-        return if n > 0.0 { f32::INFINITY } else { j * 2f32.powi(n as i32) };
+        return if n > 0.0 {
+            f32::INFINITY
+        } else {
+            j * 2f32.powi(n as i32)
+        };
     }
     j * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }

@@ -1,5 +1,7 @@
 //! Integration tests of the engine on real models.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod generation;
 mod reference;
 mod support;

@@ -1,3 +1,5 @@
 //! The `hearth` binary, run as a user would run it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cli;
