@@ -37,7 +37,7 @@ pub enum Command {
         /// Do not apply the chat template: continue PROMPT as plain text.
         #[arg(long)]
         raw: bool,
-        /// Print {"text", "tokens", "prompt_tokens", "finish_reason", "timings"} as JSON.
+        /// Print `{"text", "tokens", "prompt_tokens", "finish_reason", "timings"}` as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -46,7 +46,7 @@ pub enum Command {
         text: String,
         #[command(flatten)]
         model: ModelArgs,
-        /// Print {"tokens": [ids]} as JSON.
+        /// Print `{"tokens": [ids]}` as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -129,7 +129,7 @@ pub struct BenchArgs {
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub repetitions: usize,
-    /// Print {"prefill_tok_s", "decode_tok_s", "ttft_ms", "peak_rss_mb", ...} as JSON.
+    /// Print `{"prefill_tok_s", "decode_tok_s", "ttft_ms", "peak_rss_mb", ...}` as JSON.
     #[arg(long)]
     pub json: bool,
 }
