@@ -17,13 +17,17 @@ cargo fmt --all --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "doc tests"
+cargo test --workspace --locked --doc
+
+# The test run comes last so that its summary closes the output.
 step "tests"
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --locked --no-fail-fast
 else
     cargo test --workspace --locked --no-fail-fast
 fi
-cargo test --workspace --locked --doc
 
-step "docs"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked

@@ -447,17 +447,18 @@ fn rms_norm_row(src: &[f32], weight: &[f32], eps: f32, dst: &mut [f32]) {
 /// ggml's GELU: the input is rounded to f16 and the result read from a
 /// table of f16 values (`|x| >= 10` passes through or clamps to 0).
 fn ggml_gelu(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-    const COEF_A: f64 = 0.044_715;
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
     if x <= -10.0 {
         return 0.0;
     }
     if x >= 10.0 {
         return x;
     }
-    let v = f16::from_f32(x).to_f64();
-    let inner = SQRT_2_OVER_PI * v * (1.0 + COEF_A * v * v);
-    f16::from_f64(0.5 * v * (1.0 + inner.tanh())).to_f32()
+    let v = f16::from_f32(x).to_f32();
+    // f32 throughout, with `1 + a*v*v` fused as llama.cpp's table is built.
+    let inner = SQRT_2_OVER_PI * v * (COEF_A * v).mul_add(v, 1.0);
+    f16::from_f32(0.5 * v * (1.0 + inner.tanh())).to_f32()
 }
 
 /// RMS-normalises every `head_dim` slice of `x` in place.
@@ -557,6 +558,18 @@ fn ggml_softmax(x: &mut [f32], first: usize) {
     }
     let inv = (1.0 / sum) as f32;
     x.iter_mut().for_each(|v| *v *= inv);
+}
+
+// TEMPDUMP
+static TD_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+fn tdump(name: &str, il: usize, data: &[f32]) {
+    if TD_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(dir) = std::env::var("HEARTH_DUMP_DIR") {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let _ = std::fs::write(format!("{dir}/{name}-{il}.f32"), bytes);
+    }
 }
 
 fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
@@ -718,6 +731,10 @@ impl CausalLm for LlamaModel {
             self.matmul(&layer.wq, xn, n, q, mm)?;
             self.matmul(&layer.wk, xn, n, k, mm)?;
             self.matmul(&layer.wv, xn, n, v, mm)?;
+            tdump("attn_norm", il, xn);
+            tdump("Qmm", il, q);
+            tdump("Kmm", il, k);
+            tdump("Vcur", il, v);
             add_bias(q, layer.bq.as_ref());
             add_bias(k, layer.bk.as_ref());
             add_bias(v, layer.bv.as_ref());
@@ -745,6 +762,8 @@ impl CausalLm for LlamaModel {
                 rope_cos,
                 rope_sin,
             );
+            tdump("Qcur", il, q);
+            tdump("Kcur", il, k);
             let mut scale = self.spec.attn_scale;
             if self.spec.scale_query {
                 q.iter_mut().for_each(|v| *v *= scale);
@@ -794,17 +813,24 @@ impl CausalLm for LlamaModel {
                         .copy_from_slice(&src[t * hd..(t + 1) * hd]);
                 }
             }
+            tdump("kqv_out", il, attn);
             self.matmul(&layer.wo, attn, n, proj, mm)?;
+            tdump("attn_out", il, proj);
             if let Some(w) = &layer.post_attn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
                 std::mem::swap(proj, xn);
             }
+            tdump("attn_post_norm", il, proj);
             x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+            tdump("sa_out", il, x);
 
             // Feed-forward block.
             rms_norm_rows(x, &layer.ffn_norm, eps, d, xn);
             self.matmul(&layer.w_gate, xn, n, gate, mm)?;
             self.matmul(&layer.w_up, xn, n, up, mm)?;
+            tdump("ffn_norm", il, xn);
+            tdump("ffn_gate", il, gate);
+            tdump("ffn_up", il, up);
             match self.spec.activation {
                 Activation::Silu => gate
                     .iter_mut()
@@ -815,12 +841,16 @@ impl CausalLm for LlamaModel {
                     .zip(up.iter())
                     .for_each(|(g, u)| *g = ggml_gelu(*g) * u),
             }
+            tdump("ffn_act", il, gate);
             self.matmul(&layer.w_down, gate, n, proj, mm)?;
+            tdump("ffn_out", il, proj);
             if let Some(w) = &layer.post_ffn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
                 std::mem::swap(proj, xn);
             }
+            tdump("ffn_post_norm", il, proj);
             x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
+            tdump("l_out", il, x);
         }
         cache.len = p0 + n;
 
@@ -828,6 +858,39 @@ impl CausalLm for LlamaModel {
         let (rows, first) = if all_logits { (n, 0) } else { (1, n - 1) };
         rms_norm_rows(&x[first * d..], &self.output_norm, eps, d, xn);
         self.matmul(&self.output, xn, rows, logits, mm)?;
+        tdump("result_norm", 0, xn);
+        tdump("result_output", 0, logits);
         Ok(())
+    }
+}
+
+// TEMPDUMP
+#[cfg(test)]
+mod tempdump {
+    #[test]
+    #[ignore]
+    fn tempdump_run() {
+        let path = std::env::var("TD_MODEL").unwrap();
+        let toks: Vec<u32> = std::env::var("TD_TOKENS")
+            .unwrap()
+            .split(',')
+            .map(|s| s.trim().parse().unwrap())
+            .collect();
+        let batch: usize = std::env::var("TD_BATCH").map(|s| s.parse().unwrap()).unwrap_or(toks.len());
+        let m = crate::load_model(std::path::Path::new(&path), &crate::LoadOptions { n_threads: 2 }).unwrap();
+        let mut cache = m.new_cache(2048);
+        let mut logits = Vec::new();
+        super::TD_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut i = 0;
+        if batch < toks.len() {
+            m.forward(&toks[..batch], &mut cache, false, &mut logits).unwrap();
+            i = batch;
+            while i + 1 < toks.len() {
+                m.forward(&toks[i..i + 1], &mut cache, false, &mut logits).unwrap();
+                i += 1;
+            }
+        }
+        super::TD_OFF.store(false, std::sync::atomic::Ordering::Relaxed);
+        m.forward(&toks[i..], &mut cache, false, &mut logits).unwrap();
     }
 }

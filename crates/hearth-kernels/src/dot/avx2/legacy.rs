@@ -1,11 +1,12 @@
 //! AVX2 tiles for the 32-value formats.
 //!
-//! The 4- and 5-bit formats are multiplied as unsigned quants `u` (0..32)
+//! `Q4_0`, `Q4_1` and `Q5_1` are multiplied as unsigned quants `u` (0..32)
 //! with the signed activation quants, and the offset is applied through the
 //! activation block sums: `w = d * u + m` gives
-//! `dot = d * dx * sum(u * q) + m * s` with `s = dx * sum(q)` (for `Q4_0` and
-//! `Q5_0`, `m = -8 d` and `-16 d`). `Q8_0` weights are signed and use the
-//! usual sign transfer so that `maddubs` sees an unsigned operand.
+//! `dot = d * dx * sum(u * q) + m * s` with `s = dx * sum(q)` (for `Q4_0`,
+//! `m = -8 d`). `Q5_0` and `Q8_0` weights are multiplied as signed quants
+//! (`u - 16` for `Q5_0`) with the usual sign transfer so that `maddubs` sees
+//! an unsigned operand; this keeps the f32 rounding of llama.cpp's kernels.
 
 use std::arch::x86_64::*;
 
@@ -152,7 +153,7 @@ fn token_products<const T: usize>(d: f32, dx: &[f32; T]) -> [__m256; T] {
     }
 }
 
-/// The unsigned-quant tile shared by `Q4_0`, `Q4_1`, `Q5_0`, `Q5_1`.
+/// The unsigned-quant tile shared by `Q4_0`, `Q4_1`, `Q5_1`.
 ///
 /// # Safety
 /// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
@@ -216,14 +217,50 @@ macro_rules! unsigned_kernel {
 
 unsigned_kernel!(Q4_0);
 unsigned_kernel!(Q4_1);
-unsigned_kernel!(Q5_0);
 unsigned_kernel!(Q5_1);
 
+/// How a format with signed quants and no offset unpacks a block.
+trait UnpackSigned {
+    const BYTES: usize;
+    /// The signed quants of the block at `p` and its `d`.
+    ///
+    /// # Safety
+    /// `p..p + BYTES` must be readable; AVX2, FMA and F16C available.
+    unsafe fn unpack_signed(p: *const u8) -> (__m256i, f32);
+}
+
+impl UnpackSigned for Q5_0 {
+    const BYTES: usize = 22;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unpack_signed(p: *const u8) -> (__m256i, f32) {
+        // SAFETY: the block is readable (caller); the features are present.
+        unsafe {
+            let (u, d, _) = <Q5_0 as Unpack>::unpack(p);
+            (_mm256_sub_epi8(u, _mm256_set1_epi8(16)), d)
+        }
+    }
+}
+
+impl UnpackSigned for Q8_0 {
+    const BYTES: usize = 34;
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn unpack_signed(p: *const u8) -> (__m256i, f32) {
+        // SAFETY: as above.
+        unsafe { (load256(p.add(2)), _mm_cvtss_f32(f16x2_to_f32(read_u32(p)))) }
+    }
+}
+
+/// The tile for signed quants without offset (`Q5_0`, `Q8_0`): per block,
+/// `acc += (d * dx) * lanes(sum w * q)` in eight lanes of four products
+/// each, then one horizontal sum.
+///
 /// # Safety
 /// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q8_0<const R: usize, const T: usize>(
+unsafe fn tile_signed<S: UnpackSigned, const R: usize, const T: usize>(
     n_blocks: usize,
     w: [&[u8]; R],
     x: &[QuantizedRow<'_>],
@@ -237,10 +274,7 @@ unsafe fn tile_q8_0<const R: usize, const T: usize>(
         let (dx, _) = unsafe { token_scales::<T>(&scales, b) };
         for r in 0..R {
             // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
-            let (wq, d) = unsafe {
-                let p = wp[r].add(b * 34);
-                (load256(p.add(2)), _mm_cvtss_f32(f16x2_to_f32(read_u32(p))))
-            };
+            let (wq, d) = unsafe { S::unpack_signed(wp[r].add(b * S::BYTES)) };
             let magnitude = _mm256_sign_epi8(wq, wq);
             let scale = token_products(d, &dx);
             for t in 0..T {
@@ -260,19 +294,26 @@ unsafe fn tile_q8_0<const R: usize, const T: usize>(
     out
 }
 
-impl TileKernel for Q8_0 {
-    const BLOCK_BYTES: usize = 34;
-    const BLOCK_VALUES: usize = 32;
-    #[inline(always)]
-    fn tile<const R: usize, const T: usize>(
-        _cpu: Cpu,
-        n_blocks: usize,
-        w: [&[u8]; R],
-        x: &[QuantizedRow<'_>],
-        scales: BlockMajor<'_>,
-    ) -> [[f32; T]; R] {
-        check_tile::<R, T>(n_blocks, 34, 32, &w, x, 0, Some(&scales));
-        // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_q8_0::<R, T>(n_blocks, w, x, scales) }
-    }
+macro_rules! signed_kernel {
+    ($ty:ty) => {
+        impl TileKernel for $ty {
+            const BLOCK_BYTES: usize = <$ty as UnpackSigned>::BYTES;
+            const BLOCK_VALUES: usize = 32;
+            #[inline(always)]
+            fn tile<const R: usize, const T: usize>(
+                _cpu: Cpu,
+                n_blocks: usize,
+                w: [&[u8]; R],
+                x: &[QuantizedRow<'_>],
+                scales: BlockMajor<'_>,
+            ) -> [[f32; T]; R] {
+                check_tile::<R, T>(n_blocks, Self::BLOCK_BYTES, 32, &w, x, 0, Some(&scales));
+                // SAFETY: the `Cpu` token proves the features; lengths checked.
+                unsafe { tile_signed::<$ty, R, T>(n_blocks, w, x, scales) }
+            }
+        }
+    };
 }
+
+signed_kernel!(Q5_0);
+signed_kernel!(Q8_0);
