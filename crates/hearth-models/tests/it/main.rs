@@ -2,6 +2,7 @@
 
 mod chat_template;
 mod gguf;
+mod reference_tokens;
 mod store;
 mod support;
 mod tokenizer;
