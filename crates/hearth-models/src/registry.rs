@@ -58,7 +58,7 @@ impl Default for LoadOptions {
 }
 
 /// A causal language model: token ids in, next-token logits out.
-pub trait CausalLm: Send + Sync {
+pub trait CausalLm: Send + Sync + std::fmt::Debug {
     fn config(&self) -> &ModelConfig;
 
     /// A cache for one sequence of at most `capacity` tokens. Memory is

@@ -1,6 +1,7 @@
 //! The integration tests of hearth-models (one binary, one module per area).
 
 mod chat_template;
+mod families;
 mod gguf;
 mod reference_tokens;
 mod store;
