@@ -16,6 +16,7 @@
 pub mod attention;
 mod dot;
 pub mod dtype;
+pub mod exact;
 pub mod matmul;
 pub mod ops;
 pub mod pool;

@@ -11,9 +11,10 @@
 
 use half::f16;
 use hearth_kernels::attention::{
-    SumOrder, dot_f16_ordered, weighted_sum_f16, weighted_sum_scratch_len,
+    SumOrder, dot_f16_ordered, scores_transposed, transpose_keys, weighted_sum_f16,
+    weighted_sum_scratch_len,
 };
-use hearth_kernels::{MatmulScratch, Matrix, ThreadPool, WeightType, matmul, ops};
+use hearth_kernels::{MatmulScratch, Matrix, ThreadPool, WeightType, exact, matmul, ops};
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -224,6 +225,8 @@ pub struct Scratch {
     k16: Vec<f16>,
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
+    /// Per KV head, the cached keys transposed to f32 (prefill only).
+    keys_t: Vec<Vec<f32>>,
     matmul: MatmulScratch,
 }
 
@@ -470,6 +473,16 @@ fn rms_norm_heads(x: &mut [f32], weight: &[f32], eps: f32, head_dim: usize, tmp:
     }
 }
 
+/// Dimension pairs `(2i, 2i + 1)` (at most 256 pairs).
+fn pairs_interleaved(half: usize) -> Vec<(usize, usize)> {
+    (0..half).map(|i| (2 * i, 2 * i + 1)).collect()
+}
+
+/// Dimension pairs `(i, i + half)`.
+fn pairs_halves(half: usize) -> Vec<(usize, usize)> {
+    (0..half).map(|i| (i, i + half)).collect()
+}
+
 /// Rotates every head of `x` (`n` tokens of `n_heads * head_dim`).
 fn apply_rope(
     x: &mut [f32],
@@ -481,94 +494,18 @@ fn apply_rope(
     sin: &[f32],
 ) {
     let half = rope_dim / 2;
+    let pairs = match layout {
+        RopeLayout::Interleaved => &pairs_interleaved(half)[..],
+        RopeLayout::Halves => &pairs_halves(half)[..],
+    };
     for (t, token) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
         let (cos, sin) = (
             &cos[t * half..(t + 1) * half],
             &sin[t * half..(t + 1) * half],
         );
         for head in token.chunks_exact_mut(head_dim) {
-            for i in 0..half {
-                let (a, b) = match layout {
-                    RopeLayout::Interleaved => (2 * i, 2 * i + 1),
-                    RopeLayout::Halves => (i, i + half),
-                };
-                let (x0, x1) = (head[a], head[b]);
-                // Fused as llama.cpp's build computes them, so roundings agree.
-                head[a] = x0.mul_add(cos[i], -(x1 * sin[i]));
-                head[b] = x0.mul_add(sin[i], x1 * cos[i]);
-            }
+            exact::rope(head, pairs, cos, sin);
         }
-    }
-}
-
-/// ggml's vectorised `expf` (the Arm optimized-routines polynomial) in
-/// scalar form, so softmax and SiLU round exactly as llama.cpp's do.
-fn ggml_expf(x: f32) -> f32 {
-    let r = f32::from_bits(0x4b40_0000); // 0x1.8p23
-    let z = x.mul_add(f32::from_bits(0x3fb8_aa3b), r); // log2(e)
-    let n = z - r;
-    let b = (-n).mul_add(
-        f32::from_bits(0x35bf_be8e),
-        (-n).mul_add(f32::from_bits(0x3f31_7200), x),
-    );
-    let u = b * b;
-    let j = f32::from_bits(0x3c07_2010)
-        .mul_add(b, f32::from_bits(0x3d2b_9f17))
-        .mul_add(
-            u,
-            f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
-        );
-    let j = j.mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0));
-    if n.abs() > 126.0 {
-        // Beyond the normal range: overflow, or a value too small to
-        // matter next to the softmax maximum's exp(0) = 1.
-        return if n > 0.0 {
-            f32::INFINITY
-        } else {
-            j * 2f32.powi(n as i32)
-        };
-    }
-    j * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
-fn ggml_softmax(x: &mut [f32], first: usize) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f64;
-    // Chunks of 16 aligned at absolute position 0, masked slots count as 0.
-    let mut start = 0;
-    let lead = first % 16;
-    while start < x.len() {
-        let take = if start == 0 {
-            (16 - lead).min(x.len())
-        } else {
-            16.min(x.len() - start)
-        };
-        let mut v = [0.0f32; 16];
-        let off = if start == 0 { lead } else { 0 };
-        for k in 0..take {
-            let e = ggml_expf(x[start + k] - max);
-            x[start + k] = e;
-            v[off + k] = e;
-        }
-        let w: [f32; 8] = std::array::from_fn(|i| v[i] + v[i + 8]);
-        let y: [f32; 4] = std::array::from_fn(|i| w[i] + w[i + 4]);
-        let z: [f32; 2] = std::array::from_fn(|i| y[i] + y[i + 2]);
-        sum += (z[0] + z[1]) as f64;
-        start += take;
-    }
-    let inv = (1.0 / sum) as f32;
-    x.iter_mut().for_each(|v| *v *= inv);
-}
-
-// TEMPDUMP
-static TD_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-fn tdump(name: &str, il: usize, data: &[f32]) {
-    if TD_OFF.load(std::sync::atomic::Ordering::Relaxed) {
-        return;
-    }
-    if let Ok(dir) = std::env::var("HEARTH_DUMP_DIR") {
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let _ = std::fs::write(format!("{dir}/{name}-{il}.f32"), bytes);
     }
 }
 
@@ -582,9 +519,15 @@ fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
     }
 }
 
+/// Prompt chunks of at least this many tokens score keys from a transposed
+/// f32 copy of the cache instead of one key at a time.
+const TRANSPOSE_KEYS_MIN_TOKENS: usize = 4;
+
 /// What one attention task needs to see.
 struct AttentionJob<'a> {
     q16: &'a [f16],
+    /// Transposed keys per KV head and their stride, when many queries share them.
+    keys_t: Option<(&'a [Vec<f32>], usize)>,
     k_cache: &'a [f16],
     v_cache: &'a [f16],
     n_tokens: usize,
@@ -617,13 +560,21 @@ impl AttentionJob<'_> {
             };
             let q = &self.q16[(t * self.n_head + h) * hd..(t * self.n_head + h + 1) * hd];
             let scores = &mut scores[..pos + 1 - first];
-            for (j, s) in scores.iter_mut().enumerate() {
-                let p = first + j;
-                let k = &self.k_cache
-                    [p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
-                *s = dot_f16_ordered(order, q, k) * self.scale;
+            match self.keys_t {
+                Some((keys_t, stride)) => {
+                    scores_transposed(order, q, &keys_t[kv_head], stride, first, scores);
+                    scores.iter_mut().for_each(|s| *s *= self.scale);
+                }
+                None => {
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        let p = first + j;
+                        let k = &self.k_cache
+                            [p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
+                        *s = dot_f16_ordered(order, q, k) * self.scale;
+                    }
+                }
             }
-            ggml_softmax(scores, first);
+            exact::softmax(scores, first);
             // llama.cpp multiplies f16 values by probabilities rounded to f16.
             scores
                 .iter_mut()
@@ -694,6 +645,7 @@ impl CausalLm for LlamaModel {
             k16,
             rope_cos,
             rope_sin,
+            keys_t,
             matmul: mm,
         } = &mut cache.scratch;
 
@@ -714,6 +666,8 @@ impl CausalLm for LlamaModel {
 
         let mut tmp = Vec::new();
         let mut rope_for = None;
+        // Rows of `x` still carried (all tokens until the last layer).
+        let mut n_rows = n;
         for (il, layer) in self.layers.iter().enumerate() {
             let sliding = self.is_sliding(il);
             let base = if sliding {
@@ -731,10 +685,6 @@ impl CausalLm for LlamaModel {
             self.matmul(&layer.wq, xn, n, q, mm)?;
             self.matmul(&layer.wk, xn, n, k, mm)?;
             self.matmul(&layer.wv, xn, n, v, mm)?;
-            tdump("attn_norm", il, xn);
-            tdump("Qmm", il, q);
-            tdump("Kmm", il, k);
-            tdump("Vcur", il, v);
             add_bias(q, layer.bq.as_ref());
             add_bias(k, layer.bk.as_ref());
             add_bias(v, layer.bv.as_ref());
@@ -762,8 +712,6 @@ impl CausalLm for LlamaModel {
                 rope_cos,
                 rope_sin,
             );
-            tdump("Qcur", il, q);
-            tdump("Kcur", il, k);
             let mut scale = self.spec.attn_scale;
             if self.spec.scale_query {
                 q.iter_mut().for_each(|v| *v *= scale);
@@ -785,8 +733,21 @@ impl CausalLm for LlamaModel {
             let stride = n * hd + total + weighted_sum_scratch_len(hd);
             heads.clear();
             heads.resize(c.n_head * stride, 0.0);
+            // Many queries share the keys: transpose them once per layer.
+            let transposed = if n >= TRANSPOSE_KEYS_MIN_TOKENS {
+                keys_t.resize_with(c.n_head_kv, Vec::new);
+                let mut key_stride = 0;
+                for (h, out) in keys_t.iter_mut().enumerate() {
+                    let key = |p: usize| &kv.k[p * kv_dim + h * hd..p * kv_dim + (h + 1) * hd];
+                    key_stride = transpose_keys(&key, total, hd, out);
+                }
+                Some((keys_t.as_slice(), key_stride))
+            } else {
+                None
+            };
             let job = AttentionJob {
                 q16,
+                keys_t: transposed,
                 k_cache: &kv.k,
                 v_cache: &kv.v,
                 n_tokens: n,
@@ -813,84 +774,45 @@ impl CausalLm for LlamaModel {
                         .copy_from_slice(&src[t * hd..(t + 1) * hd]);
                 }
             }
-            tdump("kqv_out", il, attn);
             self.matmul(&layer.wo, attn, n, proj, mm)?;
-            tdump("attn_out", il, proj);
+            if !all_logits && n_rows > 1 && il + 1 == self.layers.len() {
+                // Only the last token's logits are wanted: as llama.cpp
+                // does, finish the last layer for that row alone (which
+                // also gives its one-token kernel choices and sums).
+                proj.drain(..(n_rows - 1) * d);
+                x.drain(..(n_rows - 1) * d);
+                n_rows = 1;
+            }
             if let Some(w) = &layer.post_attn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
                 std::mem::swap(proj, xn);
             }
-            tdump("attn_post_norm", il, proj);
             x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
-            tdump("sa_out", il, x);
 
             // Feed-forward block.
             rms_norm_rows(x, &layer.ffn_norm, eps, d, xn);
-            self.matmul(&layer.w_gate, xn, n, gate, mm)?;
-            self.matmul(&layer.w_up, xn, n, up, mm)?;
-            tdump("ffn_norm", il, xn);
-            tdump("ffn_gate", il, gate);
-            tdump("ffn_up", il, up);
+            self.matmul(&layer.w_gate, xn, n_rows, gate, mm)?;
+            self.matmul(&layer.w_up, xn, n_rows, up, mm)?;
             match self.spec.activation {
-                Activation::Silu => gate
-                    .iter_mut()
-                    .zip(up.iter())
-                    .for_each(|(g, u)| *g = *g / (1.0 + ggml_expf(-*g)) * u),
+                Activation::Silu => exact::swiglu(gate, up),
                 Activation::GeluTanh => gate
                     .iter_mut()
                     .zip(up.iter())
                     .for_each(|(g, u)| *g = ggml_gelu(*g) * u),
             }
-            tdump("ffn_act", il, gate);
-            self.matmul(&layer.w_down, gate, n, proj, mm)?;
-            tdump("ffn_out", il, proj);
+            self.matmul(&layer.w_down, gate, n_rows, proj, mm)?;
             if let Some(w) = &layer.post_ffn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
                 std::mem::swap(proj, xn);
             }
-            tdump("ffn_post_norm", il, proj);
             x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
-            tdump("l_out", il, x);
         }
         cache.len = p0 + n;
 
         // Output head: every row, or the last one only.
-        let (rows, first) = if all_logits { (n, 0) } else { (1, n - 1) };
+        let (rows, first) = if all_logits { (n, 0) } else { (1, n_rows - 1) };
         rms_norm_rows(&x[first * d..], &self.output_norm, eps, d, xn);
         self.matmul(&self.output, xn, rows, logits, mm)?;
-        tdump("result_norm", 0, xn);
-        tdump("result_output", 0, logits);
         Ok(())
-    }
-}
-
-// TEMPDUMP
-#[cfg(test)]
-mod tempdump {
-    #[test]
-    #[ignore]
-    fn tempdump_run() {
-        let path = std::env::var("TD_MODEL").unwrap();
-        let toks: Vec<u32> = std::env::var("TD_TOKENS")
-            .unwrap()
-            .split(',')
-            .map(|s| s.trim().parse().unwrap())
-            .collect();
-        let batch: usize = std::env::var("TD_BATCH").map(|s| s.parse().unwrap()).unwrap_or(toks.len());
-        let m = crate::load_model(std::path::Path::new(&path), &crate::LoadOptions { n_threads: 2 }).unwrap();
-        let mut cache = m.new_cache(2048);
-        let mut logits = Vec::new();
-        super::TD_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut i = 0;
-        if batch < toks.len() {
-            m.forward(&toks[..batch], &mut cache, false, &mut logits).unwrap();
-            i = batch;
-            while i + 1 < toks.len() {
-                m.forward(&toks[i..i + 1], &mut cache, false, &mut logits).unwrap();
-                i += 1;
-            }
-        }
-        super::TD_OFF.store(false, std::sync::atomic::Ordering::Relaxed);
-        m.forward(&toks[i..], &mut cache, false, &mut logits).unwrap();
     }
 }
