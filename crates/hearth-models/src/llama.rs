@@ -238,6 +238,7 @@ pub struct LlamaModel {
     output: Weight,
     output_norm: Vec<f32>,
     rope_freq_factors: Option<Vec<f32>>,
+    rope_pairs: Vec<(usize, usize)>,
     layers: Vec<Layer>,
     pool: ThreadPool,
 }
@@ -275,6 +276,7 @@ impl LlamaModel {
                 ),
             });
         }
+        let rope_pairs = rope_pairs(spec.rope_layout, spec.rope_dim);
         let mut layers = Vec::with_capacity(c.n_layer);
         for il in 0..c.n_layer {
             let name = |suffix: &str| format!("blk.{il}.{suffix}");
@@ -309,6 +311,7 @@ impl LlamaModel {
             output,
             output_norm,
             rope_freq_factors,
+            rope_pairs,
             layers,
         })
     }
@@ -473,14 +476,13 @@ fn rms_norm_heads(x: &mut [f32], weight: &[f32], eps: f32, head_dim: usize, tmp:
     }
 }
 
-/// Dimension pairs `(2i, 2i + 1)` (at most 256 pairs).
-fn pairs_interleaved(half: usize) -> Vec<(usize, usize)> {
-    (0..half).map(|i| (2 * i, 2 * i + 1)).collect()
-}
-
-/// Dimension pairs `(i, i + half)`.
-fn pairs_halves(half: usize) -> Vec<(usize, usize)> {
-    (0..half).map(|i| (i, i + half)).collect()
+/// The dimension pairs RoPE rotates in each head.
+fn rope_pairs(layout: RopeLayout, rope_dim: usize) -> Vec<(usize, usize)> {
+    let half = rope_dim / 2;
+    match layout {
+        RopeLayout::Interleaved => (0..half).map(|i| (2 * i, 2 * i + 1)).collect(),
+        RopeLayout::Halves => (0..half).map(|i| (i, i + half)).collect(),
+    }
 }
 
 /// Rotates every head of `x` (`n` tokens of `n_heads * head_dim`).
@@ -488,16 +490,11 @@ fn apply_rope(
     x: &mut [f32],
     n_heads: usize,
     head_dim: usize,
-    rope_dim: usize,
-    layout: RopeLayout,
+    pairs: &[(usize, usize)],
     cos: &[f32],
     sin: &[f32],
 ) {
-    let half = rope_dim / 2;
-    let pairs = match layout {
-        RopeLayout::Interleaved => &pairs_interleaved(half)[..],
-        RopeLayout::Halves => &pairs_halves(half)[..],
-    };
+    let half = pairs.len();
     for (t, token) in x.chunks_exact_mut(n_heads * head_dim).enumerate() {
         let (cos, sin) = (
             &cos[t * half..(t + 1) * half],
@@ -694,24 +691,8 @@ impl CausalLm for LlamaModel {
             if let Some(w) = &layer.k_norm {
                 rms_norm_heads(k, w, eps, hd, &mut tmp);
             }
-            apply_rope(
-                q,
-                c.n_head,
-                hd,
-                self.spec.rope_dim,
-                self.spec.rope_layout,
-                rope_cos,
-                rope_sin,
-            );
-            apply_rope(
-                k,
-                c.n_head_kv,
-                hd,
-                self.spec.rope_dim,
-                self.spec.rope_layout,
-                rope_cos,
-                rope_sin,
-            );
+            apply_rope(q, c.n_head, hd, &self.rope_pairs, rope_cos, rope_sin);
+            apply_rope(k, c.n_head_kv, hd, &self.rope_pairs, rope_cos, rope_sin);
             let mut scale = self.spec.attn_scale;
             if self.spec.scale_query {
                 q.iter_mut().for_each(|v| *v *= scale);
