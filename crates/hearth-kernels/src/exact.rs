@@ -24,16 +24,22 @@ fn expf_impl(x: f32) -> f32 {
             f32::from_bits(0x3e2a_af33).mul_add(b, f32::from_bits(0x3eff_fedb)),
         );
     let j = j.mul_add(u, f32::from_bits(0x3f7f_fff6).mul_add(b, 1.0));
-    if n.abs() > 126.0 {
-        // Beyond the normal range: overflow, or a value too small to
-        // matter next to the softmax maximum's exp(0) = 1.
-        return if n > 0.0 {
-            f32::INFINITY
-        } else {
-            j * 2f32.powi(n as i32)
-        };
+    let pow2 = |e: i32| f32::from_bits(((e + 127) as u32) << 23);
+    let n = n as i32;
+    if n > 192 {
+        return f32::INFINITY;
     }
-    j * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    if n < -192 {
+        return 0.0;
+    }
+    // 2^n in two exact steps where it leaves the normal range.
+    if n > 126 {
+        return j * pow2(126) * pow2(n - 126);
+    }
+    if n < -126 {
+        return j * pow2(-126) * pow2(n + 126);
+    }
+    j * pow2(n)
 }
 
 #[inline(always)]

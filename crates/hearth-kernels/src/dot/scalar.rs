@@ -166,8 +166,9 @@ fn dot_q3_k(w: &[u8], x: QuantizedRow<'_>) -> f32 {
 }
 
 /// Shared by `Q4_K` and `Q5_K`: `value(i)` gives the unsigned quant of
-/// position `i` of the block.
-fn dot_q45_k(wb: &[u8], xq: &[i8], dx: f32, bsums: &[i16], value: impl Fn(usize) -> u8) -> f32 {
+/// position `i` of the block. Returns the integer sums `(sum sc * w * q,
+/// sum m * bsum)` of the super-block.
+fn q45_k_sums(wb: &[u8], xq: &[i8], bsums: &[i16], value: impl Fn(usize) -> u8) -> (i32, i32) {
     let scales = &wb[4..16];
     let mut isum = 0i32;
     let mut isum_min = 0i32;
@@ -181,14 +182,17 @@ fn dot_q45_k(wb: &[u8], xq: &[i8], dx: f32, bsums: &[i16], value: impl Fn(usize)
         isum += sc as i32 * run;
         isum_min += m as i32 * (bsums[2 * j] as i32 + bsums[2 * j + 1] as i32);
     }
-    dx * (f16_at(wb, 0) * isum as f32 - f16_at(wb, 2) * isum_min as f32)
+    (isum, isum_min)
 }
 
+/// As llama.cpp's kernels for interleaved `Q4_K` rows: the scale and min
+/// parts accumulate separately over super-blocks.
 fn dot_q4_k(w: &[u8], x: QuantizedRow<'_>) -> f32 {
     let mut sum = 0.0f32;
+    let mut sum_min = 0.0f32;
     for (wb, xq, dx, bsums) in blocks256(w, 144, x) {
         let qs = &wb[16..144];
-        sum += dot_q45_k(wb, xq, dx, bsums, |i| {
+        let (isum, isum_min) = q45_k_sums(wb, xq, bsums, |i| {
             let byte = qs[(i / 64) * 32 + i % 32];
             if (i / 32) % 2 == 0 {
                 byte & 0x0F
@@ -196,8 +200,10 @@ fn dot_q4_k(w: &[u8], x: QuantizedRow<'_>) -> f32 {
                 byte >> 4
             }
         });
+        sum += isum as f32 * (f16_at(wb, 0) * dx);
+        sum_min += isum_min as f32 * (f16_at(wb, 2) * dx);
     }
-    sum
+    sum - sum_min
 }
 
 fn dot_q5_k(w: &[u8], x: QuantizedRow<'_>) -> f32 {
@@ -205,7 +211,7 @@ fn dot_q5_k(w: &[u8], x: QuantizedRow<'_>) -> f32 {
     for (wb, xq, dx, bsums) in blocks256(w, 176, x) {
         let qh = &wb[16..48];
         let qs = &wb[48..176];
-        sum += dot_q45_k(wb, xq, dx, bsums, |i| {
+        let (isum, isum_min) = q45_k_sums(wb, xq, bsums, |i| {
             let byte = qs[(i / 64) * 32 + i % 32];
             let low = if (i / 32) % 2 == 0 {
                 byte & 0x0F
@@ -214,6 +220,7 @@ fn dot_q5_k(w: &[u8], x: QuantizedRow<'_>) -> f32 {
             };
             low | (((qh[i % 32] >> (i / 32)) & 1) << 4)
         });
+        sum += dx * (f16_at(wb, 0) * isum as f32 - f16_at(wb, 2) * isum_min as f32);
     }
     sum
 }

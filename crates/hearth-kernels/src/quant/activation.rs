@@ -160,8 +160,8 @@ pub fn quantize_row_q8_k(x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
 /// The 8-bit format activations are quantized to for a weight type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ActivationFormat {
-    /// 32-value blocks; `s` holds `d * sum(qs)` unrounded (`Q4_0`, `Q5_0`,
-    /// `Q8_0` weights).
+    /// 32-value blocks; `s` holds `d * sum(qs)` unrounded and `bsums` the
+    /// sum of each adjacent pair of quants (`Q4_0`, `Q5_0`, `Q8_0` weights).
     Q8_0,
     /// 32-value blocks; `s` holds `f16(d * sum(qs))` as ggml's `Q8_1`
     /// (`Q4_1`, `Q5_1` weights).
@@ -177,6 +177,20 @@ impl ActivationFormat {
             Self::Q8K => QK_K,
         }
     }
+
+    /// Values covered by one entry of `bsums` (`None`: no sums kept).
+    fn values_per_sum(self) -> Option<usize> {
+        match self {
+            Self::Q8_0 => Some(2),
+            Self::Q8_1 => None,
+            Self::Q8K => Some(16),
+        }
+    }
+
+    /// Entries of `bsums` per row of `cols` values.
+    fn sums_per_row(self, cols: usize) -> usize {
+        self.values_per_sum().map_or(0, |n| cols / n)
+    }
 }
 
 /// Rows of activations quantized to an 8-bit format, struct-of-arrays.
@@ -184,8 +198,8 @@ impl ActivationFormat {
 /// For row `t` with `nb = cols / block` blocks: `qs[t * cols..][..cols]` the
 /// quants, `d[t * nb..][..nb]` the block scales (f16-exact values for the
 /// 32-value formats), `s[t * nb..][..nb]` `d * sum(qs)` per block (32-value
-/// formats), and `bsums[t * cols / 16..][..cols / 16]` the sum of each run of
-/// 16 quants (`Q8K`). The 32-value formats also keep `d` and `s` block-major
+/// formats), and `bsums[t * m..][..m]` the sum of each run of 16 quants
+/// (`Q8K`, `m = cols / 16`) or of each adjacent pair (`Q8_0`, `m = cols / 2`). The 32-value formats also keep `d` and `s` block-major
 /// (`d_by_block[b * n_rows + t]`), so that a kernel reads the scales of
 /// several consecutive tokens with one load.
 #[derive(Debug, Default)]
@@ -227,14 +241,12 @@ impl QuantizedRows {
         self.n_rows = n_rows;
         grow(&mut self.qs, n_rows * cols, 0);
         grow(&mut self.d, n_rows * nb, 0.0);
-        match format {
-            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => {
-                grow(&mut self.s, n_rows * nb, 0.0);
-                grow(&mut self.d_by_block, n_rows * nb, 0.0);
-                grow(&mut self.s_by_block, n_rows * nb, 0.0);
-            }
-            ActivationFormat::Q8K => grow(&mut self.bsums, n_rows * cols / 16, 0),
+        if format != ActivationFormat::Q8K {
+            grow(&mut self.s, n_rows * nb, 0.0);
+            grow(&mut self.d_by_block, n_rows * nb, 0.0);
+            grow(&mut self.s_by_block, n_rows * nb, 0.0);
         }
+        grow(&mut self.bsums, n_rows * format.sums_per_row(cols), 0);
     }
 
     /// The block-major scales from token `t` on (empty for `Q8K`).
@@ -257,13 +269,12 @@ impl QuantizedRows {
     /// Row `t`.
     pub(crate) fn row(&self, format: ActivationFormat, t: usize) -> QuantizedRow<'_> {
         let nb = self.cols / format.block();
-        let (s, bsums): (&[f32], &[i16]) = match format {
-            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => (&self.s[t * nb..(t + 1) * nb], &[]),
-            ActivationFormat::Q8K => (
-                &[],
-                &self.bsums[t * self.cols / 16..(t + 1) * self.cols / 16],
-            ),
+        let s: &[f32] = match format {
+            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => &self.s[t * nb..(t + 1) * nb],
+            ActivationFormat::Q8K => &[],
         };
+        let m = format.sums_per_row(self.cols);
+        let bsums = &self.bsums[t * m..(t + 1) * m];
         QuantizedRow {
             qs: &self.qs[t * self.cols..(t + 1) * self.cols],
             d: &self.d[t * nb..(t + 1) * nb],
@@ -288,11 +299,12 @@ impl QuantizedRows {
     ) {
         self.resize(format, n_rows, cols);
         let nb = cols / format.block();
-        let sums_per_row = match format {
-            ActivationFormat::Q8_0 | ActivationFormat::Q8_1 => 0,
-            ActivationFormat::Q8K => cols / 16,
+        let sums_per_row = format.sums_per_row(cols);
+        let s_per_row = if format == ActivationFormat::Q8K {
+            0
+        } else {
+            nb
         };
-        let s_per_row = if sums_per_row == 0 { nb } else { 0 };
         let qs = SendPtr::new(self.qs.as_mut_ptr());
         let d = SendPtr::new(self.d.as_mut_ptr());
         let s = SendPtr::new(self.s.as_mut_ptr());
@@ -301,18 +313,27 @@ impl QuantizedRows {
             // SAFETY: `resize` made every buffer hold `n_rows` rows of the
             // per-row lengths used here, and row `t` is written by this call
             // only (each index runs once) while `self` is mutably borrowed.
+            let (row_qs, row_sums) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(qs.get().add(t * cols), cols),
+                    std::slice::from_raw_parts_mut(bsums.get().add(t * sums_per_row), sums_per_row),
+                )
+            };
+            // SAFETY: as above.
             let slots = unsafe {
                 RowSlots {
-                    qs: std::slice::from_raw_parts_mut(qs.get().add(t * cols), cols),
+                    qs: &mut *row_qs,
                     d: std::slice::from_raw_parts_mut(d.get().add(t * nb), nb),
                     s: std::slice::from_raw_parts_mut(s.get().add(t * s_per_row), s_per_row),
-                    bsums: std::slice::from_raw_parts_mut(
-                        bsums.get().add(t * sums_per_row),
-                        sums_per_row,
-                    ),
+                    bsums: &mut *row_sums,
                 }
             };
             quantize_row_into(format, &x[t * cols..(t + 1) * cols], slots, force_scalar);
+            if format == ActivationFormat::Q8_0 {
+                for (sum, pair) in row_sums.iter_mut().zip(row_qs.chunks_exact(2)) {
+                    *sum = pair[0] as i16 + pair[1] as i16;
+                }
+            }
         };
         if n_rows >= 4 && pool.n_threads() > 1 {
             pool.run(n_rows, &one_row);

@@ -4,9 +4,9 @@
 //! with the signed activation quants, and the offset is applied through the
 //! activation block sums: `w = d * u + m` gives
 //! `dot = d * dx * sum(u * q) + m * s` with `s = dx * sum(q)` (for `Q4_0`,
-//! `m = -8 d`). `Q5_0` and `Q8_0` weights are multiplied as signed quants
-//! (`u - 16` for `Q5_0`) with the usual sign transfer so that `maddubs` sees
-//! an unsigned operand; this keeps the f32 rounding of llama.cpp's kernels.
+//! `m = -8 d`). `Q5_0` and `Q8_0` keep llama.cpp's f32 rounding instead: the
+//! integer lanes are sums of signed products (`u - 16` for `Q5_0`), scaled
+//! by `d * dx` once per block, with no separate offset term.
 
 use std::arch::x86_64::*;
 
@@ -35,10 +35,10 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
     _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
 }
 
-/// `0x10` in byte `j` where bit `j` of `qh` is set.
+/// `0xFF` in byte `j` where bit `j` of `qh` is set, 0 elsewhere.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn fifth_bits(qh: u32) -> __m256i {
+fn fifth_bit_mask(qh: u32) -> __m256i {
     let spread = _mm256_shuffle_epi8(
         _mm256_set1_epi32(qh as i32),
         _mm256_setr_epi64x(
@@ -49,8 +49,14 @@ fn fifth_bits(qh: u32) -> __m256i {
         ),
     );
     let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
-    let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
-    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+    _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit)
+}
+
+/// `0x10` in byte `j` where bit `j` of `qh` is set.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fifth_bits(qh: u32) -> __m256i {
+    _mm256_and_si256(fifth_bit_mask(qh), _mm256_set1_epi8(0x10))
 }
 
 pub(super) struct Q4_0;
@@ -229,19 +235,6 @@ trait UnpackSigned {
     unsafe fn unpack_signed(p: *const u8) -> (__m256i, f32);
 }
 
-impl UnpackSigned for Q5_0 {
-    const BYTES: usize = 22;
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn unpack_signed(p: *const u8) -> (__m256i, f32) {
-        // SAFETY: the block is readable (caller); the features are present.
-        unsafe {
-            let (u, d, _) = <Q5_0 as Unpack>::unpack(p);
-            (_mm256_sub_epi8(u, _mm256_set1_epi8(16)), d)
-        }
-    }
-}
-
 impl UnpackSigned for Q8_0 {
     const BYTES: usize = 34;
     #[inline]
@@ -252,7 +245,7 @@ impl UnpackSigned for Q8_0 {
     }
 }
 
-/// The tile for signed quants without offset (`Q5_0`, `Q8_0`): per block,
+/// The tile for signed quants without offset (`Q8_0`): per block,
 /// `acc += (d * dx) * lanes(sum w * q)` in eight lanes of four products
 /// each, then one horizontal sum.
 ///
@@ -294,6 +287,106 @@ unsafe fn tile_signed<S: UnpackSigned, const R: usize, const T: usize>(
     out
 }
 
+/// The signed quants `u - 16` of the `Q5_0` block at `p` (the nibble with
+/// 0xF0 or-ed in where the fifth bit is clear) and its `d`.
+///
+/// # Safety
+/// `p..p + 22` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_signed(p: *const u8) -> (__m256i, f32) {
+    // SAFETY: the block is readable (caller).
+    unsafe {
+        let d = _mm_cvtss_f32(f16x2_to_f32(read_u32(p)));
+        let high = _mm256_andnot_si256(fifth_bit_mask(read_u32(p.add(2))), _mm256_set1_epi8(-16));
+        (_mm256_or_si256(nibbles(p.add(6)), high), d)
+    }
+}
+
+/// The `Q5_0` tile, with the integer lanes of signed quants as llama.cpp's
+/// kernels form them: `sum (u - 16) * q` per four values is
+/// `maddubs(u, q) - 16 * (pair sums of q)` (exact in i16), so that only the
+/// unsigned quants are multiplied.
+///
+/// # Safety
+/// AVX2, FMA and F16C available; lengths as checked by `check_tile` (with
+/// 16 pair sums per block).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile_q5_0<const R: usize, const T: usize>(
+    n_blocks: usize,
+    w: [&[u8]; R],
+    x: &[QuantizedRow<'_>],
+    scales: BlockMajor<'_>,
+) -> [[f32; T]; R] {
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let wp = w.map(|row| row.as_ptr());
+    let xp: [*const u8; T] = std::array::from_fn(|t| x[t].qs.as_ptr().cast());
+    let sp: [*const u8; T] = std::array::from_fn(|t| x[t].bsums.as_ptr().cast());
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..n_blocks {
+        // SAFETY: block `b < n_blocks` (checked by the caller).
+        let (dx, _) = unsafe { token_scales::<T>(&scales, b) };
+        // SAFETY: activation row `t` holds `n_blocks` blocks of 32 quants
+        // and 16 pair sums.
+        let q: [__m256i; T] = std::array::from_fn(|t| unsafe { load256(xp[t].add(b * 32)) });
+        let offset: [__m256i; T] = std::array::from_fn(|t| {
+            if T == 1 {
+                // SAFETY: as above.
+                _mm256_slli_epi16::<4>(unsafe { load256(sp[t].add(b * 32)) })
+            } else {
+                _mm256_setzero_si256()
+            }
+        });
+        for r in 0..R {
+            // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
+            let block = unsafe { wp[r].add(b * 22) };
+            if T == 1 {
+                // SAFETY: the block is readable.
+                let (u, d, _) = unsafe { Q5_0::unpack(block) };
+                let scale = token_products(d, &dx);
+                let pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(u, q[0]), offset[0]);
+                let p = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+                acc[r][0] = _mm256_fmadd_ps(p, scale[0], acc[r][0]);
+            } else {
+                // Several tokens: the sign transfer costs less per token.
+                // SAFETY: the block is readable.
+                let (w, d) = unsafe { q5_0_signed(block) };
+                let scale = token_products(d, &dx);
+                let magnitude = _mm256_sign_epi8(w, w);
+                for t in 0..T {
+                    let p = dot_u8_i8(magnitude, _mm256_sign_epi8(q[t], w));
+                    acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale[t], acc[r][t]);
+                }
+            }
+        }
+    }
+    let mut out = [[0.0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = hsum_ps(acc[r][t]);
+        }
+    }
+    out
+}
+
+impl TileKernel for Q5_0 {
+    const BLOCK_BYTES: usize = 22;
+    const BLOCK_VALUES: usize = 32;
+    #[inline(always)]
+    fn tile<const R: usize, const T: usize>(
+        _cpu: Cpu,
+        n_blocks: usize,
+        w: [&[u8]; R],
+        x: &[QuantizedRow<'_>],
+        scales: BlockMajor<'_>,
+    ) -> [[f32; T]; R] {
+        check_tile::<R, T>(n_blocks, 22, 32, &w, x, 16, Some(&scales));
+        // SAFETY: the `Cpu` token proves the features; lengths checked.
+        unsafe { tile_q5_0::<R, T>(n_blocks, w, x, scales) }
+    }
+}
+
 macro_rules! signed_kernel {
     ($ty:ty) => {
         impl TileKernel for $ty {
@@ -315,5 +408,4 @@ macro_rules! signed_kernel {
     };
 }
 
-signed_kernel!(Q5_0);
 signed_kernel!(Q8_0);

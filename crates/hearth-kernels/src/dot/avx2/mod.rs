@@ -213,6 +213,18 @@ fn pair<K: TileKernel, const DR: usize, const PT: usize>() -> (RangeKernel, Rang
     (range::<K, DR, 1>, range::<K, 1, PT>)
 }
 
+/// `Q6_K` prefill: llama.cpp sums batches of
+/// [`kquants::Q6K_TILED_MIN_TOKENS`] or more tokens in another order than
+/// smaller ones; follow it.
+fn q6k_prefill(job: &Job<'_>, rows: Range<usize>, tokens: Range<usize>) {
+    let n_tokens = job.x.len() / job.w.cols().max(1);
+    if n_tokens >= kquants::Q6K_TILED_MIN_TOKENS {
+        range::<kquants::Q6KTiled, 1, 4>(job, rows, tokens)
+    } else {
+        range::<kquants::Q6K, 1, 4>(job, rows, tokens)
+    }
+}
+
 /// The AVX2 kernels for `ty`: `(decode, prefill, prefill tile)`, or `None`
 /// when this CPU lacks the features or the type has no AVX2 kernel.
 pub(super) fn select(ty: WeightType) -> Option<(RangeKernel, RangeKernel, Tile)> {
@@ -225,7 +237,13 @@ pub(super) fn select(ty: WeightType) -> Option<(RangeKernel, RangeKernel, Tile)>
         WeightType::Q8_0 => (pair::<legacy::Q8_0, 4, 4>(), 4),
         WeightType::Q4K => (pair::<kquants::Q4K, 2, 4>(), 4),
         WeightType::Q5K => (pair::<kquants::Q5K, 2, 4>(), 4),
-        WeightType::Q6K => (pair::<kquants::Q6K, 2, 4>(), 4),
+        WeightType::Q6K => (
+            (
+                range::<kquants::Q6K, 2, 1> as RangeKernel,
+                q6k_prefill as RangeKernel,
+            ),
+            4,
+        ),
         WeightType::F32 | WeightType::F16 | WeightType::BF16 => {
             let k = float::range as RangeKernel;
             return Some((k, k, Tile { rows: 1, tokens: 1 }));
