@@ -108,15 +108,20 @@ fn weighted_sum_impl<'v>(
 }
 
 /// Converts `n_keys` key rows (`key(j)`, `width` values each) to f32 in
-/// transposed layout `out[d * stride + j]` with `stride = n_keys` rounded up
-/// to 8 (the padding is zero). Returns the stride.
+/// transposed layout `out[d * stride + j]`, with `stride` at least `n_keys`,
+/// a multiple of 8 and never a multiple of 64 (rows a power-of-two apart
+/// would fight over the same cache sets); the padding is zero. Returns the
+/// stride.
 pub fn transpose_keys<'k>(
     key: &dyn Fn(usize) -> &'k [f16],
     n_keys: usize,
     width: usize,
     out: &mut Vec<f32>,
 ) -> usize {
-    let stride = n_keys.div_ceil(8) * 8;
+    let mut stride = n_keys.div_ceil(8) * 8;
+    if stride.is_multiple_of(64) {
+        stride += 8;
+    }
     out.clear();
     out.resize(width * stride, 0.0);
     for j in 0..n_keys {
@@ -252,16 +257,16 @@ mod x86 {
     }
 
     /// Scores of eight consecutive keys starting at column `j0` of the
-    /// transposed keys, one key per lane, in `order`.
+    /// transposed keys, one key per lane, with `N_ACC` accumulators of 16
+    /// lanes (4: `SumOrder::VecDot`, 1: `SumOrder::Tiled`).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn scores8(order: SumOrder, q: &[f32], keys_t: &[f32], stride: usize, j0: usize) -> __m256 {
+    fn scores8<const N_ACC: usize>(q: &[f32], keys_t: &[f32], stride: usize, j0: usize) -> __m256 {
         let width = q.len();
         let zero = _mm256_setzero_ps();
-        let mut acc = [[zero; LANES]; 4];
-        let n_acc = order.accumulators();
+        let mut acc = [[zero; LANES]; N_ACC];
         for c in 0..width / LANES {
-            let slot = &mut acc[c % n_acc];
+            let slot = &mut acc[c % N_ACC];
             for (l, a) in slot.iter_mut().enumerate() {
                 let d = c * LANES + l;
                 // SAFETY: `d < width` and `j0 + 8 <= stride`, so the 8 values
@@ -271,11 +276,11 @@ mod x86 {
             }
         }
         let mut lanes = acc[0];
-        if n_acc == 4 {
+        if N_ACC == 4 {
             for l in 0..LANES {
                 let folded = [
-                    _mm256_add_ps(acc[0][l], acc[2][l]),
-                    _mm256_add_ps(acc[1][l], acc[3][l]),
+                    _mm256_add_ps(acc[0][l], acc[2 % N_ACC][l]),
+                    _mm256_add_ps(acc[1 % N_ACC][l], acc[3 % N_ACC][l]),
                 ];
                 lanes[l] = _mm256_add_ps(folded[0], folded[1]);
             }
@@ -312,7 +317,10 @@ mod x86 {
         let last = first + out.len();
         let mut j0 = first / 8 * 8;
         while j0 < last {
-            let block = scores8(order, qf, keys_t, stride, j0);
+            let block = match order {
+                SumOrder::VecDot => scores8::<4>(qf, keys_t, stride, j0),
+                SumOrder::Tiled => scores8::<1>(qf, keys_t, stride, j0),
+            };
             let mut values = [0.0f32; 8];
             // SAFETY: `values` holds 8 floats.
             unsafe { _mm256_storeu_ps(values.as_mut_ptr(), block) };
