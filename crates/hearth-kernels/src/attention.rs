@@ -216,6 +216,49 @@ mod x86 {
         tree16(acc[0][0], acc[0][1])
     }
 
+    /// [`super::scores_rows`] for widths that are multiples of 16 (up to 512).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn scores_rows(
+        order: SumOrder,
+        q: &[f16],
+        keys: &[f16],
+        row_stride: usize,
+        offset: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
+        let width = q.len();
+        let mut qv = [_mm256_setzero_ps(); 64];
+        for (c, reg) in qv.iter_mut().enumerate().take(width / 8) {
+            // SAFETY: `8 * c + 8 <= width == q.len()`.
+            *reg = unsafe { load8(q.as_ptr().add(8 * c)) };
+        }
+        let n_acc = order.accumulators();
+        let zero = _mm256_setzero_ps();
+        for (j, o) in out.iter_mut().enumerate() {
+            let start = (first + j) * row_stride + offset;
+            let k = &keys[start..start + width];
+            let mut acc = [[zero; 2]; 4];
+            for c in 0..width / LANES {
+                let slot = &mut acc[c % n_acc];
+                // SAFETY: `16 * c + 16 <= width == k.len()`.
+                unsafe {
+                    let p = k.as_ptr().add(c * LANES);
+                    slot[0] = _mm256_fmadd_ps(qv[2 * c], load8(p), slot[0]);
+                    slot[1] = _mm256_fmadd_ps(qv[2 * c + 1], load8(p.add(8)), slot[1]);
+                }
+            }
+            if n_acc == 4 {
+                let [a0, a1, a2, a3] = acc;
+                for h in 0..2 {
+                    let folded = [_mm256_add_ps(a0[h], a2[h]), _mm256_add_ps(a1[h], a3[h])];
+                    acc[0][h] = _mm256_add_ps(folded[0], folded[1]);
+                }
+            }
+            *o = tree16(acc[0][0], acc[0][1]);
+        }
+    }
+
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn weighted_sum<'v>(
         order: SumOrder,
@@ -356,6 +399,39 @@ pub const fn weighted_sum_scratch_len(width: usize) -> usize {
     4 * LANES * width
 }
 
+/// `out[j] = dot(q, keys[(first + j) * row_stride + offset..][..q.len()])`
+/// for every `j < out.len()`, in llama.cpp's `order`: the scores of one
+/// query against keys laid out row by row (a KV cache). Same values as one
+/// [`dot_f16_ordered`] per key, with the query converted once.
+pub fn scores_rows(
+    order: SumOrder,
+    q: &[f16],
+    keys: &[f16],
+    row_stride: usize,
+    offset: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    let width = q.len();
+    let end = (first + out.len()).saturating_sub(1) * row_stride + offset + width;
+    if out.is_empty() {
+        return;
+    }
+    if end > keys.len() {
+        out.fill(f32::NAN);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() && width.is_multiple_of(LANES) && width <= 512 {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { x86::scores_rows(order, q, keys, row_stride, offset, first, out) };
+    }
+    for (j, o) in out.iter_mut().enumerate() {
+        let start = (first + j) * row_stride + offset;
+        *o = dot_f16_ordered(order, q, &keys[start..start + width]);
+    }
+}
+
 /// `out[j] = sum_i q[i] * key(first + j)[i]` for every `j < out.len()`, in
 /// llama.cpp's `order`, with the keys given transposed by
 /// [`transpose_keys`] (`keys_t[i * stride + j]`). Faster than one
@@ -493,6 +569,34 @@ mod tests {
                 assert_eq!(out, portable);
             }
         }
+    }
+
+    #[test]
+    fn row_scores_equal_one_dot_per_key() {
+        let width = 64;
+        let stride = 3 * width;
+        let cache: Vec<f16> = (0..20 * stride)
+            .map(|i| f16::from_f32(((i * 31 % 97) as f32 - 48.0) / 11.0))
+            .collect();
+        let q = halves(
+            &(0..width)
+                .map(|d| (d % 13) as f32 / 6.0 - 1.0)
+                .collect::<Vec<_>>(),
+        );
+        for order in [SumOrder::VecDot, SumOrder::Tiled] {
+            let mut out = vec![0.0; 15];
+            scores_rows(order, &q, &cache, stride, width, 5, &mut out);
+            for (j, &s) in out.iter().enumerate() {
+                let start = (5 + j) * stride + width;
+                assert_eq!(s, dot_f16_ordered(order, &q, &cache[start..start + width]));
+            }
+        }
+        let mut out = vec![0.0; 30];
+        scores_rows(SumOrder::VecDot, &q, &cache, stride, width, 5, &mut out);
+        assert!(
+            out.iter().all(|v| v.is_nan()),
+            "out-of-range rows are reported, not read"
+        );
     }
 
     #[test]

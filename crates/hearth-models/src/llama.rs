@@ -11,7 +11,7 @@
 
 use half::f16;
 use hearth_kernels::attention::{
-    SumOrder, dot_f16_ordered, scores_transposed, transpose_keys, weighted_sum_f16,
+    SumOrder, scores_rows, scores_transposed, transpose_keys, weighted_sum_f16,
     weighted_sum_scratch_len,
 };
 use hearth_kernels::{MatmulScratch, Matrix, ThreadPool, WeightType, exact, matmul, ops};
@@ -563,12 +563,16 @@ impl AttentionJob<'_> {
                     scores.iter_mut().for_each(|s| *s *= self.scale);
                 }
                 None => {
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        let p = first + j;
-                        let k = &self.k_cache
-                            [p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd];
-                        *s = dot_f16_ordered(order, q, k) * self.scale;
-                    }
+                    scores_rows(
+                        order,
+                        q,
+                        self.k_cache,
+                        self.kv_dim,
+                        kv_head * hd,
+                        first,
+                        scores,
+                    );
+                    scores.iter_mut().for_each(|s| *s *= self.scale);
                 }
             }
             exact::softmax(scores, first);
