@@ -10,4 +10,6 @@ set -euo pipefail
 
 scripts_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 python="$("$scripts_dir/reference/setup.sh")"
-exec "$python" "$scripts_dir/bench-vs-llamacpp.py" "$@"
+"$python" "$scripts_dir/bench-vs-llamacpp.py" "$@"
+# The chart of the newest results, beside them in bench-results/.
+"$python" "$scripts_dir/bench_plot.py" >&2
