@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Property tests draw from a fixed seed so that a run can be reproduced;
+# set PROPTEST_RNG_SEED to explore other inputs.
+export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261125}"
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "fetching test models into ${HEARTH_HOME:-$HOME/.cache/hearth}"
