@@ -11,7 +11,7 @@
 
 use std::ops::Range;
 
-use crate::dot::{self, Job, OutView, Tile};
+use crate::dot::{self, Job, KernelChoice, OutView, Tile};
 use crate::quant::QuantizedRows;
 use crate::{KernelError, ThreadPool, WeightType};
 
@@ -130,7 +130,7 @@ pub fn matmul(
     out: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), KernelError> {
-    matmul_with(pool, w, x, n_tokens, out, scratch, false)
+    matmul_with(pool, w, x, n_tokens, out, scratch, KernelChoice::Fastest)
 }
 
 /// [`matmul`] with the choice of the portable kernels, for testing the SIMD
@@ -144,7 +144,35 @@ pub fn matmul_portable(
     out: &mut [f32],
     scratch: &mut MatmulScratch,
 ) -> Result<(), KernelError> {
-    matmul_with(pool, w, x, n_tokens, out, scratch, true)
+    matmul_with(pool, w, x, n_tokens, out, scratch, KernelChoice::Portable)
+}
+
+/// [`matmul`] with the SIMD kernels that do not need AVX-512 VNNI, for
+/// testing the VNNI kernels against them.
+#[doc(hidden)]
+pub fn matmul_without_vnni(
+    pool: &ThreadPool,
+    w: &Matrix<'_>,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+    scratch: &mut MatmulScratch,
+) -> Result<(), KernelError> {
+    matmul_with(
+        pool,
+        w,
+        x,
+        n_tokens,
+        out,
+        scratch,
+        KernelChoice::WithoutVnni,
+    )
+}
+
+/// Whether [`matmul`] uses AVX-512 VNNI kernels on this CPU.
+#[doc(hidden)]
+pub fn vnni_active() -> bool {
+    dot::vnni_active()
 }
 
 fn check_len(
@@ -170,7 +198,7 @@ fn matmul_with(
     n_tokens: usize,
     out: &mut [f32],
     scratch: &mut MatmulScratch,
-    force_scalar: bool,
+    choice: KernelChoice,
 ) -> Result<(), KernelError> {
     check_len("matmul input", n_tokens.checked_mul(w.cols), x.len())?;
     check_len("matmul output", n_tokens.checked_mul(w.rows), out.len())?;
@@ -179,11 +207,16 @@ fn matmul_with(
     }
     let format = dot::activation_format(w.ty);
     if let Some(format) = format {
-        scratch
-            .acts
-            .quantize(pool, format, x, w.cols, n_tokens, force_scalar);
+        scratch.acts.quantize(
+            pool,
+            format,
+            x,
+            w.cols,
+            n_tokens,
+            choice == KernelChoice::Portable,
+        );
     }
-    let kernels = dot::select(w.ty, force_scalar);
+    let kernels = dot::select(w.ty, choice);
     let (row_chunk, token_chunk, prefill) = plan(
         w.rows,
         w.row_bytes(),

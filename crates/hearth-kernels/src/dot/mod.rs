@@ -116,10 +116,32 @@ pub(crate) struct Kernels {
     pub(crate) tile: Tile,
 }
 
-/// The kernels for `ty` on this CPU (the portable ones if `force_scalar`).
-pub(crate) fn select(ty: WeightType, force_scalar: bool) -> Kernels {
+/// Which kernels a product may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KernelChoice {
+    /// The fastest this CPU has.
+    Fastest,
+    /// The SIMD kernels without AVX-512 VNNI.
+    WithoutVnni,
+    /// The portable kernels.
+    Portable,
+}
+
+/// Whether products use AVX-512 VNNI kernels on this CPU.
+pub(crate) fn vnni_active() -> bool {
     #[cfg(target_arch = "x86_64")]
-    if !force_scalar && let Some((decode, prefill, tile)) = avx2::select(ty) {
+    if let Some(cpu) = avx2::Cpu::detect() {
+        return cpu.has_vnni();
+    }
+    false
+}
+
+/// The kernels for `ty` on this CPU, as allowed by `choice`.
+pub(crate) fn select(ty: WeightType, choice: KernelChoice) -> Kernels {
+    #[cfg(target_arch = "x86_64")]
+    if choice != KernelChoice::Portable
+        && let Some((decode, prefill, tile)) = avx2::select(ty, choice == KernelChoice::Fastest)
+    {
         return Kernels {
             decode,
             prefill,

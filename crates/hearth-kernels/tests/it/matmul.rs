@@ -1,6 +1,6 @@
 //! `matmul` against dequantize-then-f32-dot, and SIMD against portable.
 
-use hearth_kernels::matmul::matmul_portable;
+use hearth_kernels::matmul::{matmul_portable, matmul_without_vnni, vnni_active};
 use hearth_kernels::{
     KernelError, MatmulScratch, Matrix, ThreadPool, WeightType, matmul, quantize_row_q8_0,
     quantize_row_q8_1, quantize_row_q8_k,
@@ -90,6 +90,16 @@ fn quantized_activations(ty: WeightType, x: &[f32]) -> Vec<f32> {
     out
 }
 
+/// The signature shared by `matmul` and its kernel-choosing variants.
+type MatmulFn = fn(
+    &ThreadPool,
+    &Matrix<'_>,
+    &[f32],
+    usize,
+    &mut [f32],
+    &mut MatmulScratch,
+) -> Result<(), KernelError>;
+
 struct Case {
     ty: WeightType,
     rows: usize,
@@ -120,10 +130,13 @@ impl Case {
     }
 
     fn run(&self, threads: usize, portable: bool) -> Vec<f32> {
+        self.run_with(threads, if portable { matmul_portable } else { matmul })
+    }
+
+    fn run_with(&self, threads: usize, f: MatmulFn) -> Vec<f32> {
         let pool = ThreadPool::new(threads);
         let mut out = vec![f32::NAN; self.n_tokens * self.rows];
         let mut scratch = MatmulScratch::default();
-        let f = if portable { matmul_portable } else { matmul };
         f(
             &pool,
             &self.matrix(),
@@ -220,6 +233,46 @@ proptest! {
         let magnitude = case.x.iter().map(|v| v.abs()).fold(0.0f32, f32::max) * case.cols as f32;
         assert_close(case.ty, &fast, &portable, magnitude);
     }
+}
+
+/// The AVX-512 VNNI kernels form the same exact integer block dots as the
+/// AVX2 ones and keep every float operation, so the outputs are identical
+/// bit for bit, in decode (few tokens) and prefill tiles with remainders.
+#[test]
+fn vnni_kernels_match_avx2_bit_for_bit() {
+    let types = [
+        WeightType::Q4_0,
+        WeightType::Q4_1,
+        WeightType::Q5_0,
+        WeightType::Q5_1,
+        WeightType::Q8_0,
+    ];
+    for (i, &ty) in types.iter().enumerate() {
+        for &(rows, blocks, n_tokens) in &[(70, 18, 1), (9, 3, 2), (70, 5, 37), (131, 2, 4)] {
+            let case = Case::new(ty, rows, blocks, n_tokens, 2000 + i as u64);
+            for threads in [1, 2] {
+                let fast = case.run_with(threads, matmul);
+                let avx2 = case.run_with(threads, matmul_without_vnni);
+                for (j, (a, b)) in fast.iter().zip(&avx2).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{ty:?} at {j}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+/// The VNNI kernels are the ones `matmul` runs wherever the CPU has them.
+#[test]
+fn vnni_kernels_run_where_available() {
+    #[cfg(target_arch = "x86_64")]
+    let available = std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512vl");
+    #[cfg(not(target_arch = "x86_64"))]
+    let available = false;
+    assert_eq!(vnni_active(), available);
 }
 
 /// Shapes large enough for every tile and chunk path of the prefill kernels

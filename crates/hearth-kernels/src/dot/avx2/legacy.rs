@@ -10,8 +10,11 @@
 
 use std::arch::x86_64::*;
 
+use std::marker::PhantomData;
+
 use super::{
-    Cpu, TileKernel, check_tile, dot_u8_i8, f16x2_to_f32, hsum_ps, load128, load256, read_u32,
+    Cpu, TileKernel, check_tile, dot_u8_i8, dot_u8_i8_vnni, f16x2_to_f32, hsum_ps, load128,
+    load256, read_u32,
 };
 use crate::quant::{BlockMajor, QuantizedRow};
 
@@ -159,46 +162,65 @@ fn token_products<const T: usize>(d: f32, dx: &[f32; T]) -> [__m256; T] {
     }
 }
 
-/// The unsigned-quant tile shared by `Q4_0`, `Q4_1`, `Q5_1`.
-///
-/// # Safety
-/// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_unsigned<U: Unpack, const R: usize, const T: usize>(
-    n_blocks: usize,
-    w: [&[u8]; R],
-    x: &[QuantizedRow<'_>],
-    scales: BlockMajor<'_>,
-) -> [[f32; T]; R] {
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let mut acc_min = [[0.0f32; T]; R];
-    let wp = w.map(|row| row.as_ptr());
-    let xp: [*const u8; T] = std::array::from_fn(|t| x[t].qs.as_ptr().cast());
-    for b in 0..n_blocks {
-        // SAFETY: block `b < n_blocks` (checked by the caller).
-        let (dx, sx) = unsafe { token_scales::<T>(&scales, b) };
-        for r in 0..R {
-            // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
-            let (u, d, m) = unsafe { U::unpack(wp[r].add(b * U::BYTES)) };
-            let scale = token_products(d, &dx);
-            for t in 0..T {
-                acc_min[r][t] = m.mul_add(sx[t], acc_min[r][t]);
-                // SAFETY: activation row `t` holds `n_blocks` blocks of 32.
-                let q = unsafe { load256(xp[t].add(b * 32)) };
-                let p = _mm256_cvtepi32_ps(dot_u8_i8(u, q));
-                acc[r][t] = _mm256_fmadd_ps(p, scale[t], acc[r][t]);
+/// Defines `$name`, the unsigned-quant tile shared by `Q4_0`, `Q4_1`,
+/// `Q5_1`, compiled for `$features` with `$dot` forming the block dots.
+macro_rules! tile_unsigned_fn {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// The unsigned-quant tile shared by `Q4_0`, `Q4_1`, `Q5_1`.
+        ///
+        /// # Safety
+        /// The target features of this function available; lengths as
+        /// checked by `check_tile`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<U: Unpack, const R: usize, const T: usize>(
+            n_blocks: usize,
+            w: [&[u8]; R],
+            x: &[QuantizedRow<'_>],
+            scales: BlockMajor<'_>,
+        ) -> [[f32; T]; R] {
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let mut acc_min = [[0.0f32; T]; R];
+            let wp = w.map(|row| row.as_ptr());
+            let xp: [*const u8; T] = std::array::from_fn(|t| x[t].qs.as_ptr().cast());
+            for b in 0..n_blocks {
+                // SAFETY: block `b < n_blocks` (checked by the caller).
+                let (dx, sx) = unsafe { token_scales::<T>(&scales, b) };
+                for r in 0..R {
+                    // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
+                    let (u, d, m) = unsafe { U::unpack(wp[r].add(b * U::BYTES)) };
+                    let scale = token_products(d, &dx);
+                    for t in 0..T {
+                        acc_min[r][t] = m.mul_add(sx[t], acc_min[r][t]);
+                        // SAFETY: activation row `t` holds `n_blocks` blocks of 32.
+                        let q = unsafe { load256(xp[t].add(b * 32)) };
+                        let p = _mm256_cvtepi32_ps($dot(u, q));
+                        acc[r][t] = _mm256_fmadd_ps(p, scale[t], acc[r][t]);
+                    }
+                }
             }
+            let mut out = [[0.0f32; T]; R];
+            for r in 0..R {
+                for t in 0..T {
+                    out[r][t] = hsum_ps(acc[r][t]) + acc_min[r][t];
+                }
+            }
+            out
         }
-    }
-    let mut out = [[0.0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = hsum_ps(acc[r][t]) + acc_min[r][t];
-        }
-    }
-    out
+    };
 }
+
+tile_unsigned_fn!(tile_unsigned, "avx2,fma,f16c", dot_u8_i8);
+tile_unsigned_fn!(
+    tile_unsigned_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    dot_u8_i8_vnni
+);
+
+/// The VNNI variant of the 32-value format `K`: the same tile with
+/// `vpdpbusd` block dots, bit-identical results. Falls back to `K` on a
+/// CPU without VNNI.
+pub(super) struct Vnni<K>(PhantomData<K>);
 
 macro_rules! unsigned_kernel {
     ($ty:ty) => {
@@ -225,6 +247,34 @@ unsigned_kernel!(Q4_0);
 unsigned_kernel!(Q4_1);
 unsigned_kernel!(Q5_1);
 
+macro_rules! unsigned_vnni_kernel {
+    ($ty:ty) => {
+        impl TileKernel for Vnni<$ty> {
+            const BLOCK_BYTES: usize = <$ty as Unpack>::BYTES;
+            const BLOCK_VALUES: usize = 32;
+            #[inline(always)]
+            fn tile<const R: usize, const T: usize>(
+                cpu: Cpu,
+                n_blocks: usize,
+                w: [&[u8]; R],
+                x: &[QuantizedRow<'_>],
+                scales: BlockMajor<'_>,
+            ) -> [[f32; T]; R] {
+                if !cpu.has_vnni() {
+                    return <$ty as TileKernel>::tile::<R, T>(cpu, n_blocks, w, x, scales);
+                }
+                check_tile::<R, T>(n_blocks, Self::BLOCK_BYTES, 32, &w, x, 0, Some(&scales));
+                // SAFETY: the `Cpu` token proves the features; lengths checked.
+                unsafe { tile_unsigned_vnni::<$ty, R, T>(n_blocks, w, x, scales) }
+            }
+        }
+    };
+}
+
+unsigned_vnni_kernel!(Q4_0);
+unsigned_vnni_kernel!(Q4_1);
+unsigned_vnni_kernel!(Q5_1);
+
 /// How a format with signed quants and no offset unpacks a block.
 trait UnpackSigned {
     const BYTES: usize;
@@ -245,47 +295,61 @@ impl UnpackSigned for Q8_0 {
     }
 }
 
-/// The tile for signed quants without offset (`Q8_0`): per block,
+/// Defines `$name`, the tile for signed quants without offset (`Q8_0`),
+/// compiled for `$features` with `$dot` forming the block dots: per block,
 /// `acc += (d * dx) * lanes(sum w * q)` in eight lanes of four products
 /// each, then one horizontal sum.
-///
-/// # Safety
-/// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_signed<S: UnpackSigned, const R: usize, const T: usize>(
-    n_blocks: usize,
-    w: [&[u8]; R],
-    x: &[QuantizedRow<'_>],
-    scales: BlockMajor<'_>,
-) -> [[f32; T]; R] {
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let wp = w.map(|row| row.as_ptr());
-    let xp: [*const u8; T] = std::array::from_fn(|t| x[t].qs.as_ptr().cast());
-    for b in 0..n_blocks {
-        // SAFETY: block `b < n_blocks` (checked by the caller).
-        let (dx, _) = unsafe { token_scales::<T>(&scales, b) };
-        for r in 0..R {
-            // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
-            let (wq, d) = unsafe { S::unpack_signed(wp[r].add(b * S::BYTES)) };
-            let magnitude = _mm256_sign_epi8(wq, wq);
-            let scale = token_products(d, &dx);
-            for t in 0..T {
-                // SAFETY: activation row `t` holds `n_blocks` blocks of 32.
-                let q = unsafe { load256(xp[t].add(b * 32)) };
-                let p = _mm256_cvtepi32_ps(dot_u8_i8(magnitude, _mm256_sign_epi8(q, wq)));
-                acc[r][t] = _mm256_fmadd_ps(p, scale[t], acc[r][t]);
+macro_rules! tile_signed_fn {
+    ($name:ident, $features:literal, $dot:ident) => {
+        /// The tile for signed quants without offset.
+        ///
+        /// # Safety
+        /// The target features of this function available; lengths as
+        /// checked by `check_tile`.
+        #[inline]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<S: UnpackSigned, const R: usize, const T: usize>(
+            n_blocks: usize,
+            w: [&[u8]; R],
+            x: &[QuantizedRow<'_>],
+            scales: BlockMajor<'_>,
+        ) -> [[f32; T]; R] {
+            let mut acc = [[_mm256_setzero_ps(); T]; R];
+            let wp = w.map(|row| row.as_ptr());
+            let xp: [*const u8; T] = std::array::from_fn(|t| x[t].qs.as_ptr().cast());
+            for b in 0..n_blocks {
+                // SAFETY: block `b < n_blocks` (checked by the caller).
+                let (dx, _) = unsafe { token_scales::<T>(&scales, b) };
+                for r in 0..R {
+                    // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
+                    let (wq, d) = unsafe { S::unpack_signed(wp[r].add(b * S::BYTES)) };
+                    let magnitude = _mm256_sign_epi8(wq, wq);
+                    let scale = token_products(d, &dx);
+                    for t in 0..T {
+                        // SAFETY: activation row `t` holds `n_blocks` blocks of 32.
+                        let q = unsafe { load256(xp[t].add(b * 32)) };
+                        let p = _mm256_cvtepi32_ps($dot(magnitude, _mm256_sign_epi8(q, wq)));
+                        acc[r][t] = _mm256_fmadd_ps(p, scale[t], acc[r][t]);
+                    }
+                }
             }
+            let mut out = [[0.0f32; T]; R];
+            for r in 0..R {
+                for t in 0..T {
+                    out[r][t] = hsum_ps(acc[r][t]);
+                }
+            }
+            out
         }
-    }
-    let mut out = [[0.0f32; T]; R];
-    for r in 0..R {
-        for t in 0..T {
-            out[r][t] = hsum_ps(acc[r][t]);
-        }
-    }
-    out
+    };
 }
+
+tile_signed_fn!(tile_signed, "avx2,fma,f16c", dot_u8_i8);
+tile_signed_fn!(
+    tile_signed_vnni,
+    "avx2,fma,f16c,avx512vnni,avx512vl",
+    dot_u8_i8_vnni
+);
 
 /// The signed quants `u - 16` of the `Q5_0` block at `p` (the nibble with
 /// 0xF0 or-ed in where the fifth bit is clear) and its `d`.
@@ -409,3 +473,23 @@ macro_rules! signed_kernel {
 }
 
 signed_kernel!(Q8_0);
+
+impl TileKernel for Vnni<Q8_0> {
+    const BLOCK_BYTES: usize = <Q8_0 as UnpackSigned>::BYTES;
+    const BLOCK_VALUES: usize = 32;
+    #[inline(always)]
+    fn tile<const R: usize, const T: usize>(
+        cpu: Cpu,
+        n_blocks: usize,
+        w: [&[u8]; R],
+        x: &[QuantizedRow<'_>],
+        scales: BlockMajor<'_>,
+    ) -> [[f32; T]; R] {
+        if !cpu.has_vnni() {
+            return <Q8_0 as TileKernel>::tile::<R, T>(cpu, n_blocks, w, x, scales);
+        }
+        check_tile::<R, T>(n_blocks, Self::BLOCK_BYTES, 32, &w, x, 0, Some(&scales));
+        // SAFETY: the `Cpu` token proves the features; lengths checked.
+        unsafe { tile_signed_vnni::<Q8_0, R, T>(n_blocks, w, x, scales) }
+    }
+}

@@ -10,6 +10,12 @@
 //!
 //! Kernels take a [`Cpu`] token, which can only be obtained by detecting
 //! the features, so the safe wrappers here are sound to call.
+//!
+//! Where the CPU also has AVX-512 VNNI on 256-bit vectors, the 32-value
+//! formats form their integer block dots with one `vpdpbusd` instead of
+//! `vpmaddubsw` + `vpmaddwd`. Both give the same exact i32 lanes (the i16
+//! pair sums of the AVX2 sequence cannot saturate for these quants), and
+//! the float operations are the same, so the results are bit-identical.
 
 mod float;
 mod kquants;
@@ -22,9 +28,12 @@ use super::{Job, RangeKernel, Tile};
 use crate::WeightType;
 use crate::quant::{ActivationFormat, BlockMajor, QuantizedRow};
 
-/// Proof that the CPU supports AVX2, FMA and F16C.
+/// Proof that the CPU supports AVX2, FMA and F16C, recording whether it
+/// also supports AVX512-VNNI and AVX512-VL.
 #[derive(Clone, Copy)]
-pub(crate) struct Cpu(());
+pub(crate) struct Cpu {
+    vnni: bool,
+}
 
 impl Cpu {
     /// The token, if the running CPU has the features.
@@ -33,7 +42,15 @@ impl Cpu {
         let ok = is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c");
-        ok.then_some(Self(()))
+        ok.then(|| Self {
+            vnni: is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl"),
+        })
+    }
+
+    /// Whether `vpdpbusd` on 256-bit vectors is available.
+    #[inline]
+    pub(crate) fn has_vnni(self) -> bool {
+        self.vnni
     }
 }
 
@@ -225,16 +242,28 @@ fn q6k_prefill(job: &Job<'_>, rows: Range<usize>, tokens: Range<usize>) {
     }
 }
 
+/// The 4-row decode and 4-token prefill kernels of a 32-value format: the
+/// VNNI variant `V` of `K` when `vnni`.
+fn legacy_pair<K: TileKernel, V: TileKernel>(vnni: bool) -> (RangeKernel, RangeKernel) {
+    if vnni {
+        pair::<V, 4, 4>()
+    } else {
+        pair::<K, 4, 4>()
+    }
+}
+
 /// The AVX2 kernels for `ty`: `(decode, prefill, prefill tile)`, or `None`
-/// when this CPU lacks the features or the type has no AVX2 kernel.
-pub(super) fn select(ty: WeightType) -> Option<(RangeKernel, RangeKernel, Tile)> {
-    Cpu::detect()?;
+/// when this CPU lacks the features or the type has no AVX2 kernel. The
+/// VNNI variants are used where the CPU has them and `allow_vnni`.
+pub(super) fn select(ty: WeightType, allow_vnni: bool) -> Option<(RangeKernel, RangeKernel, Tile)> {
+    let vnni = allow_vnni && Cpu::detect()?.has_vnni();
+    use legacy::{Q4_0, Q4_1, Q5_1, Q8_0, Vnni};
     let ((decode, prefill), tokens) = match ty {
-        WeightType::Q4_0 => (pair::<legacy::Q4_0, 4, 4>(), 4),
-        WeightType::Q4_1 => (pair::<legacy::Q4_1, 4, 4>(), 4),
+        WeightType::Q4_0 => (legacy_pair::<Q4_0, Vnni<Q4_0>>(vnni), 4),
+        WeightType::Q4_1 => (legacy_pair::<Q4_1, Vnni<Q4_1>>(vnni), 4),
         WeightType::Q5_0 => (pair::<legacy::Q5_0, 4, 4>(), 4),
-        WeightType::Q5_1 => (pair::<legacy::Q5_1, 4, 4>(), 4),
-        WeightType::Q8_0 => (pair::<legacy::Q8_0, 4, 4>(), 4),
+        WeightType::Q5_1 => (legacy_pair::<Q5_1, Vnni<Q5_1>>(vnni), 4),
+        WeightType::Q8_0 => (legacy_pair::<Q8_0, Vnni<Q8_0>>(vnni), 4),
         WeightType::Q4K => (pair::<kquants::Q4K, 2, 4>(), 4),
         WeightType::Q5K => (pair::<kquants::Q5K, 2, 4>(), 4),
         WeightType::Q6K => (
@@ -330,4 +359,13 @@ pub(super) fn hsum_ps(v: __m256) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn dot_u8_i8(u: __m256i, x: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1))
+}
+
+/// [`dot_u8_i8`] in one `vpdpbusd`, from zero. The two are equal whenever
+/// no pair of adjacent products leaves the i16 range, which holds for
+/// `u <= 128` and any `x`: each pair sum lies in `-32768..=32512`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
+pub(super) fn dot_u8_i8_vnni(u: __m256i, x: __m256i) -> __m256i {
+    _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x)
 }
