@@ -1,9 +1,12 @@
 //! Element-wise functions computed exactly as llama.cpp's CPU backend
 //! computes them, rounding for rounding: ggml's `expf` polynomial (the Arm
 //! optimized-routines one it vectorises), its softmax (16-wide blocks summed
-//! in f64), SwiGLU, and RoPE with the multiply-adds fused the way its build
-//! fuses them. Each function uses hardware FMA when the CPU has it and the
+//! in f64), RMS norm (squares summed in f64, in order), SwiGLU, GEGLU through
+//! its f16 GELU table, and RoPE with the multiply-adds fused the way its
+//! build fuses them. Each function uses hardware FMA when the CPU has it and the
 //! (bit-identical, slower) library `fma` otherwise.
+
+use half::f16;
 
 /// ggml's vectorised `expf` (the Arm optimized-routines polynomial) in
 /// scalar form, so softmax and SiLU round exactly as llama.cpp's do.
@@ -79,6 +82,31 @@ fn swiglu_impl(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// ggml's GELU table entry for `x`: the input rounded to f16, the tanh
+/// approximation in f32 with `1 + a*x*x` fused (as llama.cpp builds the
+/// table), the result rounded to f16; `|x| >= 10` passes through or is 0.
+#[inline(always)]
+fn gelu_table_impl(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    const COEF_A: f32 = 0.044_715;
+    if x <= -10.0 {
+        return 0.0;
+    }
+    if x >= 10.0 {
+        return x;
+    }
+    let v = f16::from_f32(x).to_f32();
+    let inner = SQRT_2_OVER_PI * v * (COEF_A * v).mul_add(v, 1.0);
+    f16::from_f32(0.5 * v * (1.0 + inner.tanh())).to_f32()
+}
+
+#[inline(always)]
+fn geglu_impl(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
+        *g = gelu_table_impl(*g) * u;
+    }
+}
+
 #[inline(always)]
 fn rope_impl(head: &mut [f32], pairs: &[(usize, usize)], cos: &[f32], sin: &[f32]) {
     for (i, &(a, b)) in pairs.iter().enumerate() {
@@ -98,6 +126,11 @@ mod x86 {
     #[target_feature(enable = "fma")]
     pub(super) fn swiglu(gate: &mut [f32], up: &[f32]) {
         super::swiglu_impl(gate, up)
+    }
+
+    #[target_feature(enable = "fma")]
+    pub(super) fn geglu(gate: &mut [f32], up: &[f32]) {
+        super::geglu_impl(gate, up)
     }
 
     #[target_feature(enable = "fma")]
@@ -137,6 +170,33 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
         return unsafe { x86::swiglu(gate, up) };
     }
     swiglu_impl(gate, up)
+}
+
+/// `gate[i] = gelu(gate[i]) * up[i]` with ggml's f16 GELU table, over the
+/// common length.
+pub fn geglu(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: the CPU has FMA.
+        return unsafe { x86::geglu(gate, up) };
+    }
+    geglu_impl(gate, up)
+}
+
+/// `out[i] = x[i] / sqrt(mean(x^2) + eps) * weight[i]` as ggml computes it:
+/// the squares rounded to f32 and summed in f64 in order, the mean and the
+/// scale in f32, `out[i] = (x[i] * scale) * weight[i]`. The mean is over all
+/// of `x`; the output covers the common length of the three slices.
+pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    if x.is_empty() {
+        return;
+    }
+    let sum: f64 = x.iter().map(|v| (v * v) as f64).sum();
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
 }
 
 /// Rotates the dimension pairs `pairs[i]` of `head` by the angle whose cosine
@@ -184,6 +244,81 @@ mod tests {
         assert!((sum - 1.0).abs() < 1e-5);
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn geglu_is_the_tanh_gelu_to_f16_precision() {
+        let gate = [
+            -1e4f32, -30.0, -3.0, -1.0, -1e-3, 0.0, 1e-3, 0.25, 1.0, 3.0, 7.5, 9.99, 30.0, 1e4,
+        ];
+        let mut got = gate;
+        geglu(&mut got, &[2.0; 14]);
+        for (&g, &y) in gate.iter().zip(&got) {
+            let g64 = g as f64;
+            let inner = (2.0 / std::f64::consts::PI).sqrt() * (g64 + 0.044715 * g64 * g64 * g64);
+            let want = 2.0 * 0.5 * g64 * (1.0 + inner.tanh());
+            // Input and output go through f16: 2^-10 relative each.
+            assert!(
+                (y as f64 - want).abs() <= 2.5e-3 * want.abs() + 1e-6,
+                "gelu({g}) = {y}, want {want}"
+            );
+        }
+        // The table covers (-10, 10); outside, x passes through or is 0.
+        assert_eq!(got[0], 0.0);
+        assert_eq!(got[13], 2e4);
+    }
+
+    #[test]
+    fn rms_norm_sums_in_order_in_f64() {
+        let x = [3.0f32, -4.0, 0.0, 12.0];
+        let w = [1.0f32, 2.0, 3.0, 0.5];
+        let mut out = [0.0f32; 4];
+        rms_norm(&x, &w, 0.0, &mut out);
+        // mean of squares = 169 / 4, scale = 2 / 13.
+        let scale = 1.0 / (169.0f32 / 4.0).sqrt();
+        assert_eq!(
+            out,
+            [3.0 * scale, -4.0 * scale * 2.0, 0.0, 12.0 * scale * 0.5]
+        );
+        // 1 + 2^-30 squared keeps its low bits only in f64.
+        let tiny = [1.0f32, 1e-8, 1e-8, 1e-8];
+        let mut out = [0.0f32; 4];
+        rms_norm(&tiny, &[1.0; 4], 0.0, &mut out);
+        assert!((out[0] - 2.0).abs() < 1e-6);
+        rms_norm(&[], &[], 1e-6, &mut []);
+    }
+
+    #[test]
+    fn softmax_gives_masked_scores_zero_and_keeps_extremes_finite() {
+        let mut x = vec![0.5f32; 19];
+        x[3] = f32::NEG_INFINITY;
+        x[9] = f32::NEG_INFINITY;
+        x[11] = 80.0;
+        x[12] = -200.0;
+        softmax(&mut x, 0);
+        assert_eq!((x[3], x[9], x[12]), (0.0, 0.0, 0.0));
+        assert!((x[11] - 1.0).abs() < 1e-6);
+        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        let mut big = [1e30f32, 1e30];
+        softmax(&mut big, 0);
+        assert_eq!(big, [0.5, 0.5]);
+    }
+
+    #[test]
+    fn softmax_exp_is_accurate_over_the_useful_range() {
+        // softmax([0, v]) = [1 / (1 + e^v), e^v / (1 + e^v)].
+        for k in -870..=0 {
+            let v = k as f32 / 10.0;
+            let mut x = [0.0, v];
+            softmax(&mut x, 0);
+            let e = (v as f64).exp();
+            let want = e / (1.0 + e);
+            assert!(
+                (x[1] as f64 - want).abs() <= 5e-7 * want + 1e-37,
+                "exp({v}): {} vs {want}",
+                x[1]
+            );
         }
     }
 

@@ -435,36 +435,8 @@ fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, width: usize, out: &mut Ve
     out.clear();
     out.resize(x.len(), 0.0);
     for (src, dst) in x.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
-        rms_norm_row(src, weight, eps, dst);
+        exact::rms_norm(src, weight, eps, dst);
     }
-}
-
-/// `dst = src / sqrt(mean(src^2) + eps) * weight`, the squares summed in
-/// f64 as ggml does.
-fn rms_norm_row(src: &[f32], weight: &[f32], eps: f32, dst: &mut [f32]) {
-    let sum: f64 = src.iter().map(|v| (v * v) as f64).sum();
-    let mean = (sum / src.len().max(1) as f64) as f32;
-    let scale = 1.0 / (mean + eps).sqrt();
-    for ((o, v), w) in dst.iter_mut().zip(src).zip(weight) {
-        *o = v * scale * w;
-    }
-}
-
-/// ggml's GELU: the input is rounded to f16 and the result read from a
-/// table of f16 values (`|x| >= 10` passes through or clamps to 0).
-fn ggml_gelu(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    const COEF_A: f32 = 0.044_715;
-    if x <= -10.0 {
-        return 0.0;
-    }
-    if x >= 10.0 {
-        return x;
-    }
-    let v = f16::from_f32(x).to_f32();
-    // f32 throughout, with `1 + a*v*v` fused as llama.cpp's table is built.
-    let inner = SQRT_2_OVER_PI * v * (COEF_A * v).mul_add(v, 1.0);
-    f16::from_f32(0.5 * v * (1.0 + inner.tanh())).to_f32()
 }
 
 /// RMS-normalises every `head_dim` slice of `x` in place.
@@ -472,7 +444,7 @@ fn rms_norm_heads(x: &mut [f32], weight: &[f32], eps: f32, head_dim: usize, tmp:
     tmp.resize(head_dim, 0.0);
     for head in x.chunks_exact_mut(head_dim) {
         tmp.copy_from_slice(head);
-        rms_norm_row(tmp, weight, eps, head);
+        exact::rms_norm(tmp, weight, eps, head);
     }
 }
 
@@ -780,10 +752,7 @@ impl CausalLm for LlamaModel {
             self.matmul(&layer.w_up, xn, n_rows, up, mm)?;
             match self.spec.activation {
                 Activation::Silu => exact::swiglu(gate, up),
-                Activation::GeluTanh => gate
-                    .iter_mut()
-                    .zip(up.iter())
-                    .for_each(|(g, u)| *g = ggml_gelu(*g) * u),
+                Activation::GeluTanh => exact::geglu(gate, up),
             }
             self.matmul(&layer.w_down, gate, n_rows, proj, mm)?;
             if let Some(w) = &layer.post_ffn_norm {
