@@ -188,34 +188,6 @@ mod x86 {
         _mm_cvtss_f32(z)
     }
 
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) fn dot(order: SumOrder, a: &[f16], b: &[f16]) -> f32 {
-        let n = a.len().min(b.len());
-        if !n.is_multiple_of(LANES) {
-            return dot_impl(order, a, b);
-        }
-        let n_acc = order.accumulators();
-        let zero = _mm256_setzero_ps();
-        let mut acc = [[zero; 2]; 4];
-        for c in 0..n / LANES {
-            let slot = &mut acc[c % n_acc];
-            // SAFETY: `c * 16 + 16 <= n` values are readable in both slices.
-            unsafe {
-                let (pa, pb) = (a.as_ptr().add(c * LANES), b.as_ptr().add(c * LANES));
-                slot[0] = _mm256_fmadd_ps(load8(pa), load8(pb), slot[0]);
-                slot[1] = _mm256_fmadd_ps(load8(pa.add(8)), load8(pb.add(8)), slot[1]);
-            }
-        }
-        if n_acc == 4 {
-            let [a0, a1, a2, a3] = acc;
-            for h in 0..2 {
-                let folded = [_mm256_add_ps(a0[h], a2[h]), _mm256_add_ps(a1[h], a3[h])];
-                acc[0][h] = _mm256_add_ps(folded[0], folded[1]);
-            }
-        }
-        tree16(acc[0][0], acc[0][1])
-    }
-
     /// [`super::scores_rows`] for widths that are multiples of 16 (up to 512).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn scores_rows(
@@ -386,12 +358,10 @@ mod x86 {
 
 /// `sum_i a[i] * b[i]` over the common length, in llama.cpp's `order`.
 pub fn dot_f16_ordered(order: SumOrder, a: &[f16], b: &[f16]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if x86::available() {
-        // SAFETY: the CPU has the features the function is compiled for.
-        return unsafe { x86::dot(order, a, b) };
-    }
-    dot_impl(order, a, b)
+    let n = a.len().min(b.len());
+    let mut out = [0.0f32];
+    scores_rows(order, &a[..n], &b[..n], 0, 0, 0, &mut out);
+    out[0]
 }
 
 /// Scratch values [`weighted_sum_f16`] needs for outputs of `width`.
@@ -428,7 +398,7 @@ pub fn scores_rows(
     }
     for (j, o) in out.iter_mut().enumerate() {
         let start = (first + j) * row_stride + offset;
-        *o = dot_f16_ordered(order, q, &keys[start..start + width]);
+        *o = dot_impl(order, q, &keys[start..start + width]);
     }
 }
 

@@ -531,22 +531,19 @@ impl AttentionJob<'_> {
             let scores = &mut scores[..pos + 1 - first];
             match self.keys_t {
                 Some((keys_t, stride)) => {
-                    scores_transposed(order, q, &keys_t[kv_head], stride, first, scores);
-                    scores.iter_mut().for_each(|s| *s *= self.scale);
+                    scores_transposed(order, q, &keys_t[kv_head], stride, first, scores)
                 }
-                None => {
-                    scores_rows(
-                        order,
-                        q,
-                        self.k_cache,
-                        self.kv_dim,
-                        kv_head * hd,
-                        first,
-                        scores,
-                    );
-                    scores.iter_mut().for_each(|s| *s *= self.scale);
-                }
+                None => scores_rows(
+                    order,
+                    q,
+                    self.k_cache,
+                    self.kv_dim,
+                    kv_head * hd,
+                    first,
+                    scores,
+                ),
             }
+            scores.iter_mut().for_each(|s| *s *= self.scale);
             exact::softmax(scores, first);
             // llama.cpp multiplies f16 values by probabilities rounded to f16.
             scores
