@@ -223,8 +223,10 @@ pub struct Scratch {
     up: Vec<f32>,
     q16: Vec<f16>,
     k16: Vec<f16>,
-    rope_cos: Vec<f32>,
-    rope_sin: Vec<f32>,
+    /// RoPE cosines and sines of this call's positions: `[0]` for global
+    /// layers, `[1]` for sliding-window layers when their base differs.
+    rope_cos: [Vec<f32>; 2],
+    rope_sin: [Vec<f32>; 2],
     /// Per KV head, the cached keys transposed to f32 (prefill only).
     keys_t: Vec<Vec<f32>>,
     matmul: MatmulScratch,
@@ -635,20 +637,22 @@ impl CausalLm for LlamaModel {
         }
 
         let mut tmp = Vec::new();
-        let mut rope_for = None;
+        self.rope_tables(
+            self.spec.rope_base,
+            p0,
+            n,
+            &mut rope_cos[0],
+            &mut rope_sin[0],
+        );
+        if let Some(base) = self.spec.rope_base_sliding {
+            self.rope_tables(base, p0, n, &mut rope_cos[1], &mut rope_sin[1]);
+        }
         // Rows of `x` still carried (all tokens until the last layer).
         let mut n_rows = n;
         for (il, layer) in self.layers.iter().enumerate() {
             let sliding = self.is_sliding(il);
-            let base = if sliding {
-                self.spec.rope_base_sliding.unwrap_or(self.spec.rope_base)
-            } else {
-                self.spec.rope_base
-            };
-            if rope_for != Some(base.to_bits()) {
-                self.rope_tables(base, p0, n, rope_cos, rope_sin);
-                rope_for = Some(base.to_bits());
-            }
+            let table = usize::from(sliding && self.spec.rope_base_sliding.is_some());
+            let (cos, sin) = (&rope_cos[table], &rope_sin[table]);
 
             // Attention block.
             rms_norm_rows(x, &layer.attn_norm, eps, d, xn);
@@ -664,8 +668,8 @@ impl CausalLm for LlamaModel {
             if let Some(w) = &layer.k_norm {
                 rms_norm_heads(k, w, eps, hd, &mut tmp);
             }
-            apply_rope(q, c.n_head, hd, &self.rope_pairs, rope_cos, rope_sin);
-            apply_rope(k, c.n_head_kv, hd, &self.rope_pairs, rope_cos, rope_sin);
+            apply_rope(q, c.n_head, hd, &self.rope_pairs, cos, sin);
+            apply_rope(k, c.n_head_kv, hd, &self.rope_pairs, cos, sin);
             let mut scale = self.spec.attn_scale;
             if self.spec.scale_query {
                 q.iter_mut().for_each(|v| *v *= scale);

@@ -96,6 +96,14 @@ fn tiny_model(arch: &str) -> GgufWriter {
     w
 }
 
+/// Largest element-wise difference of two rows.
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 fn batch_matches_incremental(arch: &str) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let path = tiny_model(arch).write(&dir, "tiny.gguf")?;
@@ -115,11 +123,7 @@ fn batch_matches_incremental(arch: &str) -> Result<()> {
     for (i, &t) in tokens.iter().enumerate() {
         model.forward(&[t], &mut incremental, false, &mut logits)?;
         let row = &all[i * VOCAB as usize..(i + 1) * VOCAB as usize];
-        let diff = row
-            .iter()
-            .zip(&logits)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let diff = max_abs_diff(row, &logits);
         assert!(
             diff < BATCH_VS_INCREMENTAL_TOLERANCE,
             "{arch} token {i}: diff {diff}"
@@ -131,11 +135,7 @@ fn batch_matches_incremental(arch: &str) -> Result<()> {
     incremental.truncate(4);
     model.forward(&tokens[4..], &mut incremental, false, &mut logits)?;
     let last = &all[(tokens.len() - 1) * VOCAB as usize..];
-    let diff = last
-        .iter()
-        .zip(&logits)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let diff = max_abs_diff(last, &logits);
     assert!(
         diff < BATCH_VS_INCREMENTAL_TOLERANCE,
         "{arch} after truncate: diff {diff}"
