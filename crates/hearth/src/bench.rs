@@ -23,10 +23,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     }
     let engine = crate::load_engine(&args.model)?;
     let model = engine.model();
-    let threads = args
-        .model
-        .threads
-        .unwrap_or_else(|| hearth_models::LoadOptions::default().n_threads);
+    let threads = args.model.n_threads();
     let mut prompt = Vec::with_capacity(args.prompt_tokens);
     let filler = engine.tokenizer().encode(FILLER, false, false);
     if filler.is_empty() {

@@ -84,6 +84,14 @@ pub struct ModelArgs {
     pub ctx: usize,
 }
 
+impl ModelArgs {
+    /// `--threads`, or every core.
+    pub fn n_threads(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| hearth_models::LoadOptions::default().n_threads)
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct SamplingArgs {
     /// Sampling temperature; 0 is greedy.

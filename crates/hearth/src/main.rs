@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hearth_engine::{Engine, GenerateRequest, SamplingParams};
-use hearth_models::store::{ModelStore, NoProgress};
+use hearth_models::store::ModelStore;
 use hearth_models::{ChatMessage, LoadOptions};
 use serde_json::json;
 
@@ -67,9 +67,7 @@ pub(crate) fn resolve_model(model: &ModelArgs) -> Result<PathBuf> {
 pub(crate) fn load_engine(model: &ModelArgs) -> Result<Engine> {
     let path = resolve_model(model)?;
     let options = LoadOptions {
-        n_threads: model
-            .threads
-            .unwrap_or_else(|| LoadOptions::default().n_threads),
+        n_threads: model.n_threads(),
     };
     Engine::load(&path, &options).with_context(|| format!("cannot load {}", path.display()))
 }
@@ -265,7 +263,6 @@ fn models(command: ModelsCommand) -> Result<ExitCode> {
             }
         }
     }
-    let _ = NoProgress;
     Ok(ExitCode::SUCCESS)
 }
 
