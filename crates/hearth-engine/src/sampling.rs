@@ -124,10 +124,15 @@ impl Sampler {
         if candidates.is_empty() {
             return 0;
         }
-        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        // Highest logit first, ties by lower id: a total order, so keeping
+        // the top k by partial selection sorts them exactly as a full sort
+        // would, without sorting the whole vocabulary.
+        let order = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < candidates.len() {
+            candidates.select_nth_unstable_by(p.top_k - 1, order);
             candidates.truncate(p.top_k);
         }
+        candidates.sort_unstable_by(order);
         if p.top_p < 1.0 {
             let probs = softmax_of(candidates);
             let mut cumulative = 0.0;
