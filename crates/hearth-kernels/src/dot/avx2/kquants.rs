@@ -11,6 +11,30 @@ use std::arch::x86_64::*;
 use super::{Cpu, TileKernel, check_tile, f16x2_to_f32, load128, load256, read_u16, read_u32};
 use crate::quant::{BlockMajor, QuantizedRow};
 
+/// Implements [`TileKernel`] for the 256-value format `$ty` of `$bytes`
+/// bytes a block, with the tile function `$tile` (16 activation block sums
+/// per block).
+macro_rules! kquant_kernel {
+    ($ty:ty, $bytes:literal, $tile:ident) => {
+        impl TileKernel for $ty {
+            const BLOCK_BYTES: usize = $bytes;
+            const BLOCK_VALUES: usize = 256;
+            #[inline(always)]
+            fn tile<const R: usize, const T: usize>(
+                _cpu: Cpu,
+                n_blocks: usize,
+                w: [&[u8]; R],
+                x: &[QuantizedRow<'_>],
+                _scales: BlockMajor<'_>,
+            ) -> [[f32; T]; R] {
+                check_tile::<R, T>(n_blocks, $bytes, 256, &w, x, 16, None);
+                // SAFETY: the `Cpu` token proves the features; lengths checked.
+                unsafe { $tile::<R, T>(n_blocks, w, x) }
+            }
+        }
+    };
+}
+
 pub(super) struct Q4K;
 pub(super) struct Q5K;
 pub(super) struct Q6K;
@@ -44,25 +68,25 @@ fn broadcast_i16(v: __m256i, j: usize) -> __m256i {
     _mm256_shuffle_epi8(v, _mm256_set1_epi16(((lo + 1) << 8) | lo))
 }
 
-/// Shared tile of `Q4_K` (`HIGH_BITS = false`) and `Q5_K`.
+/// The `Q5_K` tile: 4-bit low quants with a fifth bit from `qh`, per-run
+/// 6-bit scales and mins, the mins applied through the activation sums.
 ///
 /// # Safety
 /// AVX2, FMA and F16C available; lengths as checked by `check_tile`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile_q45_k<const HIGH_BITS: bool, const R: usize, const T: usize>(
+unsafe fn tile_q5_k<const R: usize, const T: usize>(
     n_blocks: usize,
     w: [&[u8]; R],
     x: &[QuantizedRow<'_>],
 ) -> [[f32; T]; R] {
-    let block_bytes = if HIGH_BITS { 176 } else { 144 };
-    let qs_offset = if HIGH_BITS { 48 } else { 16 };
     let low4 = _mm256_set1_epi8(0x0F);
+    let bit = _mm256_set1_epi8(0x10);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     for b in 0..n_blocks {
         for r in 0..R {
             // SAFETY: block `b < n_blocks` of a row holding `n_blocks` blocks.
-            let p = unsafe { w[r].as_ptr().add(b * block_bytes) };
+            let p = unsafe { w[r].as_ptr().add(b * 176) };
             // SAFETY: the block header (d, dmin, 12 scale bytes) is in bounds.
             let (dm, (scales, mins)) =
                 unsafe { (f16x2_to_f32(read_u32(p)), scales_mins_k4(p.add(4))) };
@@ -70,24 +94,21 @@ unsafe fn tile_q45_k<const HIGH_BITS: bool, const R: usize, const T: usize>(
             let dmin = _mm_cvtss_f32(_mm_movehdup_ps(dm));
             let scales16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scales));
             let mins_pairs = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins, mins));
-            // SAFETY: `qh` (Q5_K) lies inside the block.
-            let mut high = if HIGH_BITS {
-                unsafe { load256(p.add(16)) }
-            } else {
-                _mm256_setzero_si256()
-            };
+            // SAFETY: `qh` (32 bytes at 16) lies inside the block.
+            let mut high = unsafe { load256(p.add(16)) };
             let mut sums = [_mm256_setzero_si256(); T];
             for j in 0..4 {
-                // SAFETY: 32 of the block's 128 quant bytes.
-                let q = unsafe { load256(p.add(qs_offset + 32 * j)) };
-                let mut lo = _mm256_and_si256(q, low4);
-                let mut hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4);
-                if HIGH_BITS {
-                    let bit = _mm256_set1_epi8(0x10);
-                    lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16::<4>(high), bit));
-                    hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16::<3>(high), bit));
-                    high = _mm256_srli_epi16::<2>(high);
-                }
+                // SAFETY: 32 of the block's 128 quant bytes (at 48).
+                let q = unsafe { load256(p.add(48 + 32 * j)) };
+                let lo = _mm256_or_si256(
+                    _mm256_and_si256(q, low4),
+                    _mm256_and_si256(_mm256_slli_epi16::<4>(high), bit),
+                );
+                let hi = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(q), low4),
+                    _mm256_and_si256(_mm256_slli_epi16::<3>(high), bit),
+                );
+                high = _mm256_srli_epi16::<2>(high);
                 let sc_lo = broadcast_i16(scales16, 2 * j);
                 let sc_hi = broadcast_i16(scales16, 2 * j + 1);
                 for t in 0..T {
@@ -294,39 +315,9 @@ fn shuffle_epi32_dyn(v: __m128i, j: usize) -> __m128i {
     }
 }
 
-impl TileKernel for Q4K {
-    const BLOCK_BYTES: usize = 144;
-    const BLOCK_VALUES: usize = 256;
-    #[inline(always)]
-    fn tile<const R: usize, const T: usize>(
-        _cpu: Cpu,
-        n_blocks: usize,
-        w: [&[u8]; R],
-        x: &[QuantizedRow<'_>],
-        _scales: BlockMajor<'_>,
-    ) -> [[f32; T]; R] {
-        check_tile::<R, T>(n_blocks, 144, 256, &w, x, 16, None);
-        // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_q4_k::<R, T>(n_blocks, w, x) }
-    }
-}
+kquant_kernel!(Q4K, 144, tile_q4_k);
 
-impl TileKernel for Q5K {
-    const BLOCK_BYTES: usize = 176;
-    const BLOCK_VALUES: usize = 256;
-    #[inline(always)]
-    fn tile<const R: usize, const T: usize>(
-        _cpu: Cpu,
-        n_blocks: usize,
-        w: [&[u8]; R],
-        x: &[QuantizedRow<'_>],
-        _scales: BlockMajor<'_>,
-    ) -> [[f32; T]; R] {
-        check_tile::<R, T>(n_blocks, 176, 256, &w, x, 16, None);
-        // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_q45_k::<true, R, T>(n_blocks, w, x) }
-    }
-}
+kquant_kernel!(Q5K, 176, tile_q5_k);
 
 /// The `Q6_K` tile in the order of [`Q6KTiled`]: one f32 sum per (row,
 /// token), for four tokens the four sums of a row in one vector.
@@ -504,22 +495,7 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
     finish(acc)
 }
 
-impl TileKernel for Q6K {
-    const BLOCK_BYTES: usize = 210;
-    const BLOCK_VALUES: usize = 256;
-    #[inline(always)]
-    fn tile<const R: usize, const T: usize>(
-        _cpu: Cpu,
-        n_blocks: usize,
-        w: [&[u8]; R],
-        x: &[QuantizedRow<'_>],
-        _scales: BlockMajor<'_>,
-    ) -> [[f32; T]; R] {
-        check_tile::<R, T>(n_blocks, 210, 256, &w, x, 16, None);
-        // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_q6_k::<R, T>(n_blocks, w, x) }
-    }
-}
+kquant_kernel!(Q6K, 210, tile_q6_k);
 
 /// `Q6_K` in the float order of llama.cpp's tiled kernel, which it uses
 /// for batches of [`Q6K_TILED_MIN_TOKENS`] tokens or more: per (row,
@@ -529,22 +505,7 @@ pub(super) struct Q6KTiled;
 /// Batch size from which llama.cpp multiplies `Q6_K` with its tiled kernel.
 pub(super) const Q6K_TILED_MIN_TOKENS: usize = 8;
 
-impl TileKernel for Q6KTiled {
-    const BLOCK_BYTES: usize = 210;
-    const BLOCK_VALUES: usize = 256;
-    #[inline(always)]
-    fn tile<const R: usize, const T: usize>(
-        _cpu: Cpu,
-        n_blocks: usize,
-        w: [&[u8]; R],
-        x: &[QuantizedRow<'_>],
-        _scales: BlockMajor<'_>,
-    ) -> [[f32; T]; R] {
-        check_tile::<R, T>(n_blocks, 210, 256, &w, x, 16, None);
-        // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_q6_k_tiled::<R, T>(n_blocks, w, x) }
-    }
-}
+kquant_kernel!(Q6KTiled, 210, tile_q6_k_tiled);
 
 pub(super) struct Q2K;
 pub(super) struct Q3K;
@@ -725,36 +686,6 @@ unsafe fn tile_q3_k<const R: usize, const T: usize>(
     finish(acc)
 }
 
-impl TileKernel for Q2K {
-    const BLOCK_BYTES: usize = 84;
-    const BLOCK_VALUES: usize = 256;
-    #[inline(always)]
-    fn tile<const R: usize, const T: usize>(
-        _cpu: Cpu,
-        n_blocks: usize,
-        w: [&[u8]; R],
-        x: &[QuantizedRow<'_>],
-        _scales: BlockMajor<'_>,
-    ) -> [[f32; T]; R] {
-        check_tile::<R, T>(n_blocks, 84, 256, &w, x, 16, None);
-        // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_q2_k::<R, T>(n_blocks, w, x) }
-    }
-}
+kquant_kernel!(Q2K, 84, tile_q2_k);
 
-impl TileKernel for Q3K {
-    const BLOCK_BYTES: usize = 110;
-    const BLOCK_VALUES: usize = 256;
-    #[inline(always)]
-    fn tile<const R: usize, const T: usize>(
-        _cpu: Cpu,
-        n_blocks: usize,
-        w: [&[u8]; R],
-        x: &[QuantizedRow<'_>],
-        _scales: BlockMajor<'_>,
-    ) -> [[f32; T]; R] {
-        check_tile::<R, T>(n_blocks, 110, 256, &w, x, 16, None);
-        // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_q3_k::<R, T>(n_blocks, w, x) }
-    }
-}
+kquant_kernel!(Q3K, 110, tile_q3_k);

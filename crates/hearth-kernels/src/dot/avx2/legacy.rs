@@ -222,10 +222,14 @@ tile_unsigned_fn!(
 /// CPU without VNNI.
 pub(super) struct Vnni<K>(PhantomData<K>);
 
-macro_rules! unsigned_kernel {
-    ($ty:ty) => {
+/// Implements [`TileKernel`] for the 32-value format `$ty`, whose blocks
+/// `$unpack` (a trait with the block's `BYTES`) describes, with the tile
+/// `$tile`, and for `Vnni<$ty>` with `$vnni_tile` (falling back to `$ty`
+/// on a CPU without VNNI).
+macro_rules! legacy_kernel {
+    ($ty:ty, $unpack:ident, $tile:ident, $vnni_tile:ident) => {
         impl TileKernel for $ty {
-            const BLOCK_BYTES: usize = <$ty as Unpack>::BYTES;
+            const BLOCK_BYTES: usize = <$ty as $unpack>::BYTES;
             const BLOCK_VALUES: usize = 32;
             #[inline(always)]
             fn tile<const R: usize, const T: usize>(
@@ -237,20 +241,12 @@ macro_rules! unsigned_kernel {
             ) -> [[f32; T]; R] {
                 check_tile::<R, T>(n_blocks, Self::BLOCK_BYTES, 32, &w, x, 0, Some(&scales));
                 // SAFETY: the `Cpu` token proves the features; lengths checked.
-                unsafe { tile_unsigned::<$ty, R, T>(n_blocks, w, x, scales) }
+                unsafe { $tile::<$ty, R, T>(n_blocks, w, x, scales) }
             }
         }
-    };
-}
 
-unsigned_kernel!(Q4_0);
-unsigned_kernel!(Q4_1);
-unsigned_kernel!(Q5_1);
-
-macro_rules! unsigned_vnni_kernel {
-    ($ty:ty) => {
         impl TileKernel for Vnni<$ty> {
-            const BLOCK_BYTES: usize = <$ty as Unpack>::BYTES;
+            const BLOCK_BYTES: usize = <$ty as $unpack>::BYTES;
             const BLOCK_VALUES: usize = 32;
             #[inline(always)]
             fn tile<const R: usize, const T: usize>(
@@ -265,15 +261,15 @@ macro_rules! unsigned_vnni_kernel {
                 }
                 check_tile::<R, T>(n_blocks, Self::BLOCK_BYTES, 32, &w, x, 0, Some(&scales));
                 // SAFETY: the `Cpu` token proves the features; lengths checked.
-                unsafe { tile_unsigned_vnni::<$ty, R, T>(n_blocks, w, x, scales) }
+                unsafe { $vnni_tile::<$ty, R, T>(n_blocks, w, x, scales) }
             }
         }
     };
 }
 
-unsigned_vnni_kernel!(Q4_0);
-unsigned_vnni_kernel!(Q4_1);
-unsigned_vnni_kernel!(Q5_1);
+legacy_kernel!(Q4_0, Unpack, tile_unsigned, tile_unsigned_vnni);
+legacy_kernel!(Q4_1, Unpack, tile_unsigned, tile_unsigned_vnni);
+legacy_kernel!(Q5_1, Unpack, tile_unsigned, tile_unsigned_vnni);
 
 /// How a format with signed quants and no offset unpacks a block.
 trait UnpackSigned {
@@ -451,45 +447,4 @@ impl TileKernel for Q5_0 {
     }
 }
 
-macro_rules! signed_kernel {
-    ($ty:ty) => {
-        impl TileKernel for $ty {
-            const BLOCK_BYTES: usize = <$ty as UnpackSigned>::BYTES;
-            const BLOCK_VALUES: usize = 32;
-            #[inline(always)]
-            fn tile<const R: usize, const T: usize>(
-                _cpu: Cpu,
-                n_blocks: usize,
-                w: [&[u8]; R],
-                x: &[QuantizedRow<'_>],
-                scales: BlockMajor<'_>,
-            ) -> [[f32; T]; R] {
-                check_tile::<R, T>(n_blocks, Self::BLOCK_BYTES, 32, &w, x, 0, Some(&scales));
-                // SAFETY: the `Cpu` token proves the features; lengths checked.
-                unsafe { tile_signed::<$ty, R, T>(n_blocks, w, x, scales) }
-            }
-        }
-    };
-}
-
-signed_kernel!(Q8_0);
-
-impl TileKernel for Vnni<Q8_0> {
-    const BLOCK_BYTES: usize = <Q8_0 as UnpackSigned>::BYTES;
-    const BLOCK_VALUES: usize = 32;
-    #[inline(always)]
-    fn tile<const R: usize, const T: usize>(
-        cpu: Cpu,
-        n_blocks: usize,
-        w: [&[u8]; R],
-        x: &[QuantizedRow<'_>],
-        scales: BlockMajor<'_>,
-    ) -> [[f32; T]; R] {
-        if !cpu.has_vnni() {
-            return <Q8_0 as TileKernel>::tile::<R, T>(cpu, n_blocks, w, x, scales);
-        }
-        check_tile::<R, T>(n_blocks, Self::BLOCK_BYTES, 32, &w, x, 0, Some(&scales));
-        // SAFETY: the `Cpu` token proves the features; lengths checked.
-        unsafe { tile_signed_vnni::<Q8_0, R, T>(n_blocks, w, x, scales) }
-    }
-}
+legacy_kernel!(Q8_0, UnpackSigned, tile_signed, tile_signed_vnni);
