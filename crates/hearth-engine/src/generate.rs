@@ -4,14 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hearth_models::tokenizer::StreamDecoder;
 use hearth_models::{
     CausalLm, ChatMessage, ChatTemplate, GgufFile, KvCache, LoadOptions, Tokenizer,
 };
 
 use crate::error::EngineError;
 use crate::sampling::{Sampler, SamplingParams};
-use crate::stop::StopMatcher;
+use crate::stop::TextStream;
 
 /// Prompt tokens evaluated per forward call during prefill: bounds the
 /// scratch memory of a long prompt.
@@ -256,8 +255,7 @@ impl Engine {
         };
         let mut history: Vec<u32> = prompt.clone();
         let mut tokens = Vec::new();
-        let mut decoder = StreamDecoder::default();
-        let mut stops = StopMatcher::new(&request.stop);
+        let mut text = TextStream::new(&request.stop);
         let mut finish = FinishReason::Length;
         let mut stopped_by_string = false;
         let decode_start = Instant::now();
@@ -272,8 +270,7 @@ impl Engine {
             }
             tokens.push(token);
             history.push(token);
-            let piece = decoder.push(&self.tokenizer, token);
-            let check = stops.push(&piece);
+            let check = text.push(&self.tokenizer, token);
             if !on_token(StreamEvent {
                 token: Some(token),
                 text: &check.emit,
@@ -303,12 +300,7 @@ impl Engine {
 
         if !stopped_by_string && finish != FinishReason::Cancelled {
             // Release text held back for incomplete UTF-8 or a partial stop string.
-            let tail = decoder.finish();
-            let check = stops.push(&tail);
-            let mut rest = check.emit;
-            if !check.stopped {
-                rest.push_str(&stops.finish());
-            }
+            let rest = text.finish();
             if !rest.is_empty() {
                 on_token(StreamEvent {
                     token: None,
@@ -323,7 +315,7 @@ impl Engine {
             timings.decode_tok_s = timings.decode_eval_tokens as f64 / (timings.decode_ms / 1e3);
         }
         Ok(Generation {
-            text: stops.text().to_string(),
+            text: text.text().to_string(),
             tokens,
             finish_reason: finish,
             max_tokens_clamped_to: clamped,

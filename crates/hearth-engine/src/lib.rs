@@ -5,6 +5,9 @@
 //! The engine is synchronous and single-sequence per call; callers that serve
 //! many users run one [`Sequence`] per conversation.
 
+pub mod batch;
+pub mod blocks;
+pub mod constraint;
 pub mod error;
 pub mod generate;
 pub mod rng;
@@ -12,6 +15,11 @@ pub mod sampling;
 pub use sampling::argmax;
 pub mod stop;
 
+pub use batch::{
+    BatchConfig, BatchEngine, BatchRequest, BatchStats, Completion, Event, EventSink, SubmitError,
+    TokenFilter, Usage,
+};
+pub use constraint::{Constraint, ConstraintError, ConstraintFactory, ConstraintSpec};
 pub use error::EngineError;
 pub use generate::{
     Engine, FinishReason, GenerateRequest, Generation, Sequence, StreamEvent, Timings,

@@ -3,6 +3,49 @@
 //! Text that could still turn into a stop string is held back, so a stream
 //! never shows a client the first half of a stop sequence.
 
+use hearth_models::Tokenizer;
+use hearth_models::tokenizer::StreamDecoder;
+
+/// Generated tokens to text: holds back incomplete UTF-8 and anything that
+/// could still become a stop string.
+#[derive(Debug, Default)]
+pub struct TextStream {
+    decoder: StreamDecoder,
+    stops: StopMatcher,
+}
+
+impl TextStream {
+    pub fn new(stops: &[String]) -> Self {
+        Self {
+            decoder: StreamDecoder::new(),
+            stops: StopMatcher::new(stops),
+        }
+    }
+
+    /// Adds a generated token.
+    pub fn push(&mut self, tokenizer: &Tokenizer, id: u32) -> StopCheck {
+        let piece = self.decoder.push(tokenizer, id);
+        self.stops.push(&piece)
+    }
+
+    /// Releases what was held back when generation ends other than by a
+    /// stop string.
+    pub fn finish(&mut self) -> String {
+        let tail = self.decoder.finish();
+        let check = self.stops.push(&tail);
+        let mut rest = check.emit;
+        if !check.stopped {
+            rest.push_str(&self.stops.finish());
+        }
+        rest
+    }
+
+    /// All text so far, cut at the stop string if one matched.
+    pub fn text(&self) -> &str {
+        self.stops.text()
+    }
+}
+
 /// Watches generated text for stop strings.
 #[derive(Debug, Clone, Default)]
 pub struct StopMatcher {

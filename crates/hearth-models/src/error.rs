@@ -72,6 +72,12 @@ pub enum ModelError {
     #[error("tensor '{tensor}': {reason}")]
     BadTensor { tensor: String, reason: String },
 
+    #[error("{}: not a valid safetensors file: {reason}", path.display())]
+    BadSafetensors { path: PathBuf, reason: String },
+
+    #[error("{}: {reason}", path.display())]
+    BadConfig { path: PathBuf, reason: String },
+
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 
@@ -80,6 +86,9 @@ pub enum ModelError {
 
     #[error("context is full: {needed} tokens needed, the cache holds {capacity}")]
     ContextFull { needed: usize, capacity: usize },
+
+    #[error("key/value pool does not fit: {reason}")]
+    KvLayout { reason: String },
 
     #[error("token id {id} is out of range for a vocabulary of {vocab_size}")]
     BadToken { id: u32, vocab_size: usize },

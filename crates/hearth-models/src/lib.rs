@@ -17,5 +17,8 @@ pub mod tokenizer;
 pub use chat_template::{ChatMessage, ChatTemplate};
 pub use error::ModelError;
 pub use gguf::GgufFile;
-pub use registry::{CausalLm, KvCache, LoadOptions, ModelConfig, load_model};
+pub use registry::{
+    BatchSeq, CausalLm, ForwardScratch, KvCache, KvPool, LoadOptions, LogitsWanted, ModelConfig,
+    load_model,
+};
 pub use tokenizer::Tokenizer;

@@ -18,7 +18,9 @@ use hearth_kernels::{MatmulScratch, Matrix, ThreadPool, WeightType, exact, matmu
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::registry::{CausalLm, KvCache, LoadOptions, ModelConfig};
+use half::slice::HalfBitsSliceExt;
+
+use crate::registry::{BatchSeq, CausalLm, KvPool, LoadOptions, LogitsWanted, ModelConfig};
 
 /// How RoPE pairs up the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,8 +229,11 @@ pub struct Scratch {
     /// layers, `[1]` for sliding-window layers when their base differs.
     rope_cos: [Vec<f32>; 2],
     rope_sin: [Vec<f32>; 2],
-    /// Per KV head, the cached keys transposed to f32 (prefill only).
+    /// Per prefilling sequence and KV head, the cached keys transposed to
+    /// f32 (prompt chunks only).
     keys_t: Vec<Vec<f32>>,
+    /// Rows of the batch that feed the output head.
+    keep: Vec<usize>,
     matmul: MatmulScratch,
 }
 
@@ -358,11 +363,9 @@ impl LlamaModel {
         matches!(self.spec.sliding_window, Some((_, pattern)) if pattern > 0 && !(il + 1).is_multiple_of(pattern))
     }
 
-    /// Fills `cos`/`sin` (`n * rope_dim/2` each) for positions `p0..p0+n`.
+    /// Appends to `cos`/`sin` (`n * rope_dim/2` each) for positions `p0..p0+n`.
     fn rope_tables(&self, base: f32, p0: usize, n: usize, cos: &mut Vec<f32>, sin: &mut Vec<f32>) {
         let half = self.spec.rope_dim / 2;
-        cos.clear();
-        sin.clear();
         let theta_scale = base.powf(-2.0 / self.spec.rope_dim as f32);
         for t in 0..n {
             let mut theta = (p0 + t) as f32;
@@ -494,24 +497,83 @@ fn add_bias(x: &mut [f32], bias: Option<&Vec<f32>>) {
 /// f32 copy of the cache instead of one key at a time.
 const TRANSPOSE_KEYS_MIN_TOKENS: usize = 4;
 
-/// What one attention task needs to see.
+/// Where one sequence's keys and values live in the pool.
+struct PagedKv<'a> {
+    k: &'a [f16],
+    v: &'a [f16],
+    blocks: &'a [u32],
+    block_size: usize,
+    kv_dim: usize,
+}
+
+impl<'a> PagedKv<'a> {
+    /// Offset of position `p`'s row.
+    fn row(&self, p: usize) -> usize {
+        (self.blocks[p / self.block_size] as usize * self.block_size + p % self.block_size)
+            * self.kv_dim
+    }
+
+    fn key(&self, p: usize, offset: usize, width: usize) -> &'a [f16] {
+        let start = self.row(p) + offset;
+        &self.k[start..start + width]
+    }
+
+    fn value(&self, p: usize, offset: usize, width: usize) -> &'a [f16] {
+        let start = self.row(p) + offset;
+        &self.v[start..start + width]
+    }
+
+    /// `out[j] = q · key(first + j)`, block by block (each block's rows are
+    /// contiguous; every score is one independent dot product).
+    fn scores(&self, order: SumOrder, q: &[f16], offset: usize, first: usize, out: &mut [f32]) {
+        let mut p = first;
+        let mut done = 0;
+        while done < out.len() {
+            let in_block = p % self.block_size;
+            let run = (self.block_size - in_block).min(out.len() - done);
+            let base = self.blocks[p / self.block_size] as usize * self.block_size * self.kv_dim;
+            let block = &self.k[base..base + self.block_size * self.kv_dim];
+            scores_rows(
+                order,
+                q,
+                block,
+                self.kv_dim,
+                offset,
+                in_block,
+                &mut out[done..done + run],
+            );
+            done += run;
+            p += run;
+        }
+    }
+}
+
+/// What the attention tasks of one sequence need to see.
 struct AttentionJob<'a> {
+    /// This sequence's queries (`n_tokens * n_head * head_dim`).
     q16: &'a [f16],
     /// Transposed keys per KV head and their stride, when many queries share them.
     keys_t: Option<(&'a [Vec<f32>], usize)>,
-    k_cache: &'a [f16],
-    v_cache: &'a [f16],
+    kv: PagedKv<'a>,
     n_tokens: usize,
     p0: usize,
     n_head: usize,
     group: usize,
     head_dim: usize,
-    kv_dim: usize,
     scale: f32,
     window: Option<usize>,
 }
 
 impl AttentionJob<'_> {
+    /// Floats one head's task needs: its outputs, one row of scores, then
+    /// the summation scratch.
+    fn task_len(&self) -> usize {
+        self.n_tokens * self.head_dim
+            + self.p0
+            + self.n_tokens
+            + weighted_sum_scratch_len(self.head_dim)
+    }
+
     /// Computes head `h` for every token into `out` (`n_tokens * head_dim`
     /// outputs, then room for one row of scores, then the summation scratch).
     fn run(&self, h: usize, out: &mut [f32]) {
@@ -520,9 +582,7 @@ impl AttentionJob<'_> {
         let kv_head = h / self.group;
         let hd = self.head_dim;
         let order = SumOrder::for_rows(self.n_tokens);
-        let value = |p: usize| {
-            &self.v_cache[p * self.kv_dim + kv_head * hd..p * self.kv_dim + (kv_head + 1) * hd]
-        };
+        let value = |p: usize| self.kv.value(p, kv_head * hd, hd);
         for t in 0..self.n_tokens {
             let pos = self.p0 + t;
             let first = match self.window {
@@ -535,15 +595,7 @@ impl AttentionJob<'_> {
                 Some((keys_t, stride)) => {
                     scores_transposed(order, q, &keys_t[kv_head], stride, first, scores)
                 }
-                None => scores_rows(
-                    order,
-                    q,
-                    self.k_cache,
-                    self.kv_dim,
-                    kv_head * hd,
-                    first,
-                    scores,
-                ),
+                None => self.kv.scores(order, q, kv_head * hd, first, scores),
             }
             scores.iter_mut().for_each(|s| *s *= self.scale);
             exact::softmax(scores, first);
@@ -563,45 +615,76 @@ impl AttentionJob<'_> {
     }
 }
 
+/// Copies the rows listed in `keep` (ascending) of `width`-wide `x` to its front.
+fn keep_rows(x: &mut Vec<f32>, keep: &[usize], width: usize) {
+    for (dst, &src) in keep.iter().enumerate() {
+        if dst != src {
+            x.copy_within(src * width..(src + 1) * width, dst * width);
+        }
+    }
+    x.truncate(keep.len() * width);
+}
+
+impl LlamaModel {
+    /// Checks a batch against the pool and the vocabulary; returns its rows.
+    fn check_batch(&self, batch: &[BatchSeq<'_>], pool: &KvPool) -> Result<usize> {
+        let c = &self.spec.config;
+        let kv_dim = c.n_head_kv * c.head_dim;
+        if pool.kv_dim != kv_dim || pool.layers.len() != c.n_layer {
+            return Err(ModelError::KvLayout {
+                reason: format!(
+                    "pool holds {} layers of width {}, the model needs {} of width {kv_dim}",
+                    pool.layers.len(),
+                    pool.kv_dim,
+                    c.n_layer
+                ),
+            });
+        }
+        let mut rows = 0;
+        for seq in batch {
+            let needed = seq.pos + seq.tokens.len();
+            let capacity = seq.blocks.len() * pool.block_size;
+            if needed > capacity {
+                return Err(ModelError::ContextFull { needed, capacity });
+            }
+            if let Some(&b) = seq.blocks.iter().find(|&&b| b as usize >= pool.n_blocks) {
+                return Err(ModelError::KvLayout {
+                    reason: format!("block {b} is outside a pool of {}", pool.n_blocks),
+                });
+            }
+            if let Some(&id) = seq.tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
+                return Err(ModelError::BadToken {
+                    id,
+                    vocab_size: c.vocab_size,
+                });
+            }
+            rows += seq.tokens.len();
+        }
+        Ok(rows)
+    }
+}
+
 impl CausalLm for LlamaModel {
     fn config(&self) -> &ModelConfig {
         &self.spec.config
     }
 
-    fn new_cache(&self, capacity: usize) -> KvCache {
-        let c = &self.spec.config;
-        KvCache::new(c.n_layer, c.n_head_kv * c.head_dim, capacity)
-    }
-
-    fn forward(
+    fn forward_batch(
         &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        all_logits: bool,
+        batch: &[BatchSeq<'_>],
+        pool: &mut KvPool,
+        scratch: &mut Scratch,
         logits: &mut Vec<f32>,
     ) -> Result<()> {
         let c = &self.spec.config;
-        let n = tokens.len();
+        let n = self.check_batch(batch, pool)?;
         if n == 0 {
-            logits.clear();
             return Ok(());
-        }
-        let p0 = cache.len;
-        if p0 + n > cache.capacity {
-            return Err(ModelError::ContextFull {
-                needed: p0 + n,
-                capacity: cache.capacity,
-            });
-        }
-        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= c.vocab_size) {
-            return Err(ModelError::BadToken {
-                id,
-                vocab_size: c.vocab_size,
-            });
         }
         let (d, hd) = (c.n_embd, c.head_dim);
         let (q_dim, kv_dim) = (c.n_head * hd, c.n_head_kv * hd);
         let eps = self.spec.rms_eps;
+        let block_size = pool.block_size;
         let Scratch {
             x,
             xn,
@@ -618,13 +701,15 @@ impl CausalLm for LlamaModel {
             rope_cos,
             rope_sin,
             keys_t,
+            keep,
             matmul: mm,
-        } = &mut cache.scratch;
+        } = scratch;
 
-        // Embeddings.
+        // Embeddings, RoPE tables and the rows the output head needs.
         let embd = self.matrix(&self.token_embd)?;
         x.clear();
         x.resize(n * d, 0.0);
+        let tokens = batch.iter().flat_map(|s| s.tokens.iter());
         for (row, &id) in x.chunks_exact_mut(d).zip(tokens) {
             embd.dequantize_row(id as usize, row)
                 .map_err(|source| ModelError::Kernel {
@@ -635,18 +720,27 @@ impl CausalLm for LlamaModel {
                 row.iter_mut().for_each(|v| *v *= scale);
             }
         }
+        rope_cos.iter_mut().for_each(Vec::clear);
+        rope_sin.iter_mut().for_each(Vec::clear);
+        keep.clear();
+        let mut row0 = 0;
+        for seq in batch {
+            let m = seq.tokens.len();
+            let [cos0, cos1] = rope_cos;
+            let [sin0, sin1] = rope_sin;
+            self.rope_tables(self.spec.rope_base, seq.pos, m, cos0, sin0);
+            if let Some(base) = self.spec.rope_base_sliding {
+                self.rope_tables(base, seq.pos, m, cos1, sin1);
+            }
+            match seq.logits {
+                LogitsWanted::None => {}
+                LogitsWanted::Last => keep.push(row0 + m - 1),
+                LogitsWanted::All => keep.extend(row0..row0 + m),
+            }
+            row0 += m;
+        }
 
         let mut tmp = Vec::new();
-        self.rope_tables(
-            self.spec.rope_base,
-            p0,
-            n,
-            &mut rope_cos[0],
-            &mut rope_sin[0],
-        );
-        if let Some(base) = self.spec.rope_base_sliding {
-            self.rope_tables(base, p0, n, &mut rope_cos[1], &mut rope_sin[1]);
-        }
         // Rows of `x` still carried (all tokens until the last layer).
         let mut n_rows = n;
         for (il, layer) in self.layers.iter().enumerate() {
@@ -678,68 +772,128 @@ impl CausalLm for LlamaModel {
             q16.clear();
             q16.resize(q.len(), f16::ZERO);
             ops::f32_to_f16(q, q16);
-            let kv = &mut cache.layers[il];
-            k16.clear();
-            k16.resize(k.len(), f16::ZERO);
-            ops::f32_to_f16(k, k16);
-            kv.k.extend_from_slice(k16);
-            k16.resize(v.len(), f16::ZERO);
-            ops::f32_to_f16(v, k16);
-            kv.v.extend_from_slice(k16);
 
-            let total = p0 + n;
-            let stride = n * hd + total + weighted_sum_scratch_len(hd);
-            heads.clear();
-            heads.resize(c.n_head * stride, 0.0);
-            // Many queries share the keys: transpose them once per layer.
-            let transposed = if n >= TRANSPOSE_KEYS_MIN_TOKENS {
-                keys_t.resize_with(c.n_head_kv, Vec::new);
-                let mut key_stride = 0;
-                for (h, out) in keys_t.iter_mut().enumerate() {
-                    let key = |p: usize| &kv.k[p * kv_dim + h * hd..p * kv_dim + (h + 1) * hd];
-                    key_stride = transpose_keys(&key, total, hd, out);
+            // New keys and values into each sequence's blocks.
+            let layer_kv = &mut pool.layers[il];
+            for (src, dst) in [(&*k, &mut layer_kv.k), (&*v, &mut layer_kv.v)] {
+                k16.clear();
+                k16.resize(src.len(), f16::ZERO);
+                ops::f32_to_f16(src, k16);
+                let dst = dst.reinterpret_cast_mut::<f16>();
+                let mut row = 0;
+                for seq in batch {
+                    for t in 0..seq.tokens.len() {
+                        let p = seq.pos + t;
+                        let slot =
+                            seq.blocks[p / block_size] as usize * block_size + p % block_size;
+                        dst[slot * kv_dim..(slot + 1) * kv_dim]
+                            .copy_from_slice(&k16[row * kv_dim..(row + 1) * kv_dim]);
+                        row += 1;
+                    }
                 }
-                Some((keys_t.as_slice(), key_stride))
+            }
+            let layer_kv = &pool.layers[il];
+            let (k_all, v_all) = (
+                layer_kv.k.reinterpret_cast::<f16>(),
+                layer_kv.v.reinterpret_cast::<f16>(),
+            );
+
+            // Sequences with many new tokens score keys from a transposed copy.
+            let n_prefill = batch
+                .iter()
+                .filter(|s| s.tokens.len() >= TRANSPOSE_KEYS_MIN_TOKENS)
+                .count();
+            keys_t.resize_with(n_prefill * c.n_head_kv, Vec::new);
+            let mut key_strides = Vec::with_capacity(n_prefill);
+            let prefilling = batch
+                .iter()
+                .filter(|s| s.tokens.len() >= TRANSPOSE_KEYS_MIN_TOKENS);
+            for (seq, out) in prefilling.zip(keys_t.chunks_mut(c.n_head_kv)) {
+                let kv = PagedKv {
+                    k: k_all,
+                    v: v_all,
+                    blocks: seq.blocks,
+                    block_size,
+                    kv_dim,
+                };
+                let total = seq.pos + seq.tokens.len();
+                let mut stride = 0;
+                for (h, out) in out.iter_mut().enumerate() {
+                    let key = |p: usize| kv.key(p, h * hd, hd);
+                    stride = transpose_keys(&key, total, hd, out);
+                }
+                key_strides.push(stride);
+            }
+            let window = if sliding {
+                self.spec.sliding_window.map(|(w, _)| w)
             } else {
                 None
             };
-            let job = AttentionJob {
-                q16,
-                keys_t: transposed,
-                k_cache: &kv.k,
-                v_cache: &kv.v,
-                n_tokens: n,
-                p0,
-                n_head: c.n_head,
-                group: c.n_head / c.n_head_kv,
-                head_dim: hd,
-                kv_dim,
-                scale,
-                window: if sliding {
-                    self.spec.sliding_window.map(|(w, _)| w)
+            let mut jobs = Vec::with_capacity(batch.len());
+            let (mut row, mut slot) = (0, 0);
+            for seq in batch {
+                let m = seq.tokens.len();
+                let transposed = if m >= TRANSPOSE_KEYS_MIN_TOKENS {
+                    let keys = &keys_t[slot * c.n_head_kv..(slot + 1) * c.n_head_kv];
+                    slot += 1;
+                    Some((keys, key_strides[slot - 1]))
                 } else {
                     None
-                },
-            };
-            self.pool
-                .for_each_chunk_mut(heads, stride, &|h, out| job.run(h, out));
+                };
+                jobs.push(AttentionJob {
+                    q16: &q16[row * q_dim..(row + m) * q_dim],
+                    keys_t: transposed,
+                    kv: PagedKv {
+                        k: k_all,
+                        v: v_all,
+                        blocks: seq.blocks,
+                        block_size,
+                        kv_dim,
+                    },
+                    n_tokens: m,
+                    p0: seq.pos,
+                    n_head: c.n_head,
+                    group: c.n_head / c.n_head_kv,
+                    head_dim: hd,
+                    scale,
+                    window,
+                });
+                row += m;
+            }
+            // One task per (sequence, head), each with room for the longest.
+            let stride = jobs.iter().map(AttentionJob::task_len).max().unwrap_or(0);
+            heads.clear();
+            heads.resize(jobs.len() * c.n_head * stride, 0.0);
+            self.pool.for_each_chunk_mut(heads, stride, &|task, out| {
+                let job = &jobs[task / c.n_head];
+                job.run(task % c.n_head, &mut out[..job.task_len()]);
+            });
             attn.clear();
             attn.resize(n * q_dim, 0.0);
-            for h in 0..c.n_head {
-                let src = &heads[h * stride..h * stride + n * hd];
-                for t in 0..n {
-                    attn[t * q_dim + h * hd..t * q_dim + (h + 1) * hd]
-                        .copy_from_slice(&src[t * hd..(t + 1) * hd]);
+            let mut row = 0;
+            for (i, job) in jobs.iter().enumerate() {
+                for h in 0..c.n_head {
+                    let base = (i * c.n_head + h) * stride;
+                    let src = &heads[base..base + job.n_tokens * hd];
+                    for t in 0..job.n_tokens {
+                        attn[(row + t) * q_dim + h * hd..(row + t) * q_dim + (h + 1) * hd]
+                            .copy_from_slice(&src[t * hd..(t + 1) * hd]);
+                    }
                 }
+                row += job.n_tokens;
             }
+            drop(jobs);
             self.matmul(&layer.wo, attn, n, proj, mm)?;
-            if !all_logits && n_rows > 1 && il + 1 == self.layers.len() {
-                // Only the last token's logits are wanted: as llama.cpp
-                // does, finish the last layer for that row alone (which
-                // also gives its one-token kernel choices and sums).
-                proj.drain(..(n_rows - 1) * d);
-                x.drain(..(n_rows - 1) * d);
-                n_rows = 1;
+            if il + 1 == self.layers.len() && keep.len() < n_rows {
+                // Only some rows feed the output head: as llama.cpp does,
+                // finish the last layer for those rows alone (which also
+                // gives a single row its one-token kernel choices and sums).
+                keep_rows(proj, keep, d);
+                keep_rows(x, keep, d);
+                n_rows = keep.len();
+                if n_rows == 0 {
+                    return Ok(());
+                }
             }
             if let Some(w) = &layer.post_attn_norm {
                 rms_norm_rows(proj, w, eps, d, xn);
@@ -762,12 +916,13 @@ impl CausalLm for LlamaModel {
             }
             x.iter_mut().zip(proj.iter()).for_each(|(a, b)| *a += b);
         }
-        cache.len = p0 + n;
 
-        // Output head: every row, or the last one only.
-        let (rows, first) = if all_logits { (n, 0) } else { (1, n_rows - 1) };
-        rms_norm_rows(&x[first * d..], &self.output_norm, eps, d, xn);
-        self.matmul(&self.output, xn, rows, logits, mm)?;
+        // Output head over the kept rows, appended after earlier logits.
+        rms_norm_rows(x, &self.output_norm, eps, d, xn);
+        let mut out = std::mem::take(proj);
+        self.matmul(&self.output, xn, n_rows, &mut out, mm)?;
+        logits.extend_from_slice(&out);
+        *proj = out;
         Ok(())
     }
 }

@@ -9,8 +9,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use half::f16;
-
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::llama::{self, DecoderSpec, LlamaModel};
@@ -57,13 +55,66 @@ impl Default for LoadOptions {
     }
 }
 
+/// Which logits one sequence of a batch wants back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsWanted {
+    /// None (a prompt chunk that is not the last).
+    None,
+    /// The last token's (`vocab_size` values).
+    Last,
+    /// Every token's (`tokens.len() * vocab_size` values, row-major).
+    All,
+}
+
+/// One sequence's part of a batched forward pass.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchSeq<'a> {
+    /// New tokens, at positions `pos..pos + tokens.len()`.
+    pub tokens: &'a [u32],
+    /// The sequence's block table: position `p` lives in block
+    /// `blocks[p / block_size]` of the pool. It must cover every new token.
+    pub blocks: &'a [u32],
+    /// Tokens of this sequence already in the pool.
+    pub pos: usize,
+    pub logits: LogitsWanted,
+}
+
 /// A causal language model: token ids in, next-token logits out.
 pub trait CausalLm: Send + Sync + std::fmt::Debug {
     fn config(&self) -> &ModelConfig;
 
+    /// A pool of `n_blocks` key/value blocks of `block_size` tokens each,
+    /// shared by the sequences of [`forward_batch`](Self::forward_batch).
+    /// Memory is committed as blocks are first written, not up front.
+    fn new_kv_pool(&self, block_size: usize, n_blocks: usize) -> KvPool {
+        let c = self.config();
+        KvPool::new(c.n_layer, c.n_head_kv * c.head_dim, block_size, n_blocks)
+    }
+
+    /// Runs the new tokens of every sequence in `batch` through the model
+    /// in one pass (the weights are read once for all of them), writing
+    /// their keys and values into `pool` and appending to `logits` the rows
+    /// each sequence asked for, in batch order.
+    fn forward_batch(
+        &self,
+        batch: &[BatchSeq<'_>],
+        pool: &mut KvPool,
+        scratch: &mut ForwardScratch,
+        logits: &mut Vec<f32>,
+    ) -> Result<()>;
+
     /// A cache for one sequence of at most `capacity` tokens. Memory is
     /// committed as the sequence grows, not up front.
-    fn new_cache(&self, capacity: usize) -> KvCache;
+    fn new_cache(&self, capacity: usize) -> KvCache {
+        let n_blocks = capacity.div_ceil(KvCache::BLOCK_SIZE);
+        KvCache {
+            pool: self.new_kv_pool(KvCache::BLOCK_SIZE, n_blocks),
+            blocks: (0..n_blocks as u32).collect(),
+            len: 0,
+            capacity,
+            scratch: ForwardScratch::default(),
+        }
+    }
 
     /// Appends `tokens` to the sequence held in `cache` (at positions
     /// `cache.len()..`) and writes logits to `logits`: for the last token only
@@ -75,41 +126,121 @@ pub trait CausalLm: Send + Sync + std::fmt::Debug {
         cache: &mut KvCache,
         all_logits: bool,
         logits: &mut Vec<f32>,
-    ) -> Result<()>;
+    ) -> Result<()> {
+        logits.clear();
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let needed = cache.len + tokens.len();
+        if needed > cache.capacity {
+            return Err(ModelError::ContextFull {
+                needed,
+                capacity: cache.capacity,
+            });
+        }
+        let seq = BatchSeq {
+            tokens,
+            blocks: &cache.blocks,
+            pos: cache.len,
+            logits: if all_logits {
+                LogitsWanted::All
+            } else {
+                LogitsWanted::Last
+            },
+        };
+        self.forward_batch(&[seq], &mut cache.pool, &mut cache.scratch, logits)?;
+        cache.len = needed;
+        Ok(())
+    }
 }
 
-/// Per-sequence key/value cache (f16) and scratch memory of the forward pass.
+/// Reusable buffers of a forward pass.
+pub type ForwardScratch = llama::Scratch;
+
+/// Key/value storage (f16) in fixed-size blocks, for many sequences.
 ///
-/// Layout per layer: `k[pos * kv_dim + i]`, same for `v`.
+/// Layout per layer: block `b`, slot `s` holds the key of one token at
+/// `k[(b * block_size + s) * kv_dim..][..kv_dim]`; same for `v`.
 #[derive(Debug)]
-pub struct KvCache {
+pub struct KvPool {
     pub(crate) layers: Vec<LayerKv>,
-    pub(crate) len: usize,
-    pub(crate) capacity: usize,
-    pub(crate) scratch: llama::Scratch,
+    pub(crate) kv_dim: usize,
+    pub(crate) block_size: usize,
+    pub(crate) n_blocks: usize,
 }
 
+/// One layer's keys and values, as f16 bit patterns (zeroed memory is
+/// handed out by the allocator page by page as it is touched).
 #[derive(Debug)]
 pub(crate) struct LayerKv {
-    pub(crate) k: Vec<f16>,
-    pub(crate) v: Vec<f16>,
+    pub(crate) k: Vec<u16>,
+    pub(crate) v: Vec<u16>,
 }
 
-impl KvCache {
-    pub(crate) fn new(n_layer: usize, kv_dim: usize, capacity: usize) -> Self {
+impl KvPool {
+    pub(crate) fn new(n_layer: usize, kv_dim: usize, block_size: usize, n_blocks: usize) -> Self {
+        let block_size = block_size.max(1);
+        let len = n_blocks * block_size * kv_dim;
         let layers = (0..n_layer)
             .map(|_| LayerKv {
-                k: Vec::with_capacity(capacity * kv_dim),
-                v: Vec::with_capacity(capacity * kv_dim),
+                k: vec![0; len],
+                v: vec![0; len],
             })
             .collect();
         Self {
             layers,
-            len: 0,
-            capacity,
-            scratch: llama::Scratch::default(),
+            kv_dim,
+            block_size,
+            n_blocks,
         }
     }
+
+    /// Tokens per block.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// Blocks in the pool.
+    pub fn n_blocks(&self) -> usize {
+        self.n_blocks
+    }
+
+    /// Memory one block takes across all layers (keys and values).
+    pub fn bytes_per_block(&self) -> usize {
+        self.layers.len() * 2 * self.block_size * self.kv_dim * std::mem::size_of::<u16>()
+    }
+
+    /// Copies the first `len` slots of block `src` into block `dst` in every
+    /// layer (copy-on-write of a shared, partly filled block).
+    pub fn copy_block(&mut self, src: u32, dst: u32, len: usize) {
+        let (src, dst) = (src as usize, dst as usize);
+        if src >= self.n_blocks || dst >= self.n_blocks || src == dst {
+            return;
+        }
+        let width = self.block_size * self.kv_dim;
+        let n = len.min(self.block_size) * self.kv_dim;
+        for layer in &mut self.layers {
+            for data in [&mut layer.k, &mut layer.v] {
+                data.copy_within(src * width..src * width + n, dst * width);
+            }
+        }
+    }
+}
+
+/// One sequence's key/value cache and forward scratch: a private
+/// [`KvPool`] whose blocks all belong to this sequence.
+#[derive(Debug)]
+pub struct KvCache {
+    pool: KvPool,
+    blocks: Vec<u32>,
+    len: usize,
+    capacity: usize,
+    scratch: ForwardScratch,
+}
+
+impl KvCache {
+    /// Tokens per block of a single-sequence cache.
+    pub const BLOCK_SIZE: usize = 64;
 
     /// Tokens held.
     pub fn len(&self) -> usize {
@@ -127,15 +258,7 @@ impl KvCache {
 
     /// Forgets every position from `len` on (no-op if `len >= self.len()`).
     pub fn truncate(&mut self, len: usize) {
-        if len >= self.len {
-            return;
-        }
-        for layer in &mut self.layers {
-            let kv_dim = layer.k.len().checked_div(self.len).unwrap_or(0);
-            layer.k.truncate(len * kv_dim);
-            layer.v.truncate(len * kv_dim);
-        }
-        self.len = len;
+        self.len = self.len.min(len);
     }
 
     /// Forgets everything.

@@ -2,6 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod batch;
+mod constraint;
 mod generation;
 mod reference;
 mod support;
