@@ -14,6 +14,7 @@ pub mod rng;
 pub mod sampling;
 pub use sampling::argmax;
 pub mod stop;
+pub mod tools;
 
 pub use batch::{
     BatchConfig, BatchEngine, BatchRequest, BatchStats, Completion, Event, EventSink, SubmitError,

@@ -7,3 +7,4 @@ mod constraint;
 mod generation;
 mod reference;
 mod support;
+mod tools;
