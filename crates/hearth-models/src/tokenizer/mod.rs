@@ -14,6 +14,7 @@ mod special;
 mod spm;
 mod unicode;
 mod vocab;
+pub mod wordpiece;
 
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;

@@ -1,5 +1,6 @@
 //! The integration tests of hearth-models (one binary, one module per area).
 
+mod bert;
 mod chat_template;
 mod families;
 mod gguf;
