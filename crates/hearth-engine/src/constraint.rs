@@ -80,7 +80,7 @@ const SPECIAL_MARKER: u8 = TokTrie::SPECIAL_TOKEN_MARKER;
 
 /// JSON compile options forced onto every schema: strict (no keyword is
 /// silently ignored) and compact.
-fn json_options() -> Value {
+pub(crate) fn json_options() -> Value {
     serde_json::json!({
         "item_separator": ", ",
         "key_separator": ": ",

@@ -171,25 +171,36 @@ pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Option<ConstraintSpec
     if allowed.is_empty() {
         return None;
     }
+    // Each tool's local definitions move to the root of the combined
+    // schema under a per-tool prefix, so `$ref`s (recursive ones included)
+    // still resolve once the parameters are embedded.
+    let mut defs = serde_json::Map::new();
     let variants: Vec<Value> = allowed
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             json!({
                 "type": "object",
                 "properties": {
                     "name": {"const": t.name},
-                    "arguments": t.parameters,
+                    "arguments": hoist_definitions(&t.parameters, &format!("tool{i}_"), &mut defs),
                 },
                 "required": ["name", "arguments"],
                 "additionalProperties": false,
             })
         })
         .collect();
-    let schema = if variants.len() == 1 {
+    let mut schema = if variants.len() == 1 {
         variants[0].clone()
     } else {
         json!({"anyOf": variants})
     };
+    if let Value::Object(map) = &mut schema {
+        if !defs.is_empty() {
+            map.insert("$defs".into(), Value::Object(defs));
+        }
+        map.insert("x-guidance".into(), crate::constraint::json_options());
+    }
     let calls = format!(
         "calls: call (\"\\n\" call)*\ncall: \"{CALL_OPEN}\\n\" %json {schema} \"\\n{CALL_CLOSE}\"\n"
     );
@@ -200,6 +211,46 @@ pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Option<ConstraintSpec
     Some(ConstraintSpec::Lark(format!("{start}{calls}")))
 }
 
+/// `schema` without its `$defs`/`definitions`, which go into `defs` as
+/// `PREFIX` + name, with every local `$ref` to them rewritten.
+fn hoist_definitions(
+    schema: &Value,
+    prefix: &str,
+    defs: &mut serde_json::Map<String, Value>,
+) -> Value {
+    fn rewrite(value: &mut Value, prefix: &str) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get_mut("$ref") {
+                    for key in ["#/$defs/", "#/definitions/"] {
+                        if let Some(name) = r.strip_prefix(key) {
+                            *r = format!("#/$defs/{prefix}{name}");
+                            break;
+                        }
+                    }
+                }
+                map.values_mut().for_each(|v| rewrite(v, prefix));
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| rewrite(v, prefix)),
+            _ => {}
+        }
+    }
+    let mut out = schema.clone();
+    if let Value::Object(map) = &mut out {
+        map.remove("$schema");
+        for key in ["$defs", "definitions"] {
+            if let Some(Value::Object(found)) = map.remove(key) {
+                for (name, mut def) in found {
+                    rewrite(&mut def, prefix);
+                    defs.insert(format!("{prefix}{name}"), def);
+                }
+            }
+        }
+    }
+    rewrite(&mut out, prefix);
+    out
+}
+
 /// What [`ToolCallParser`] found in a piece of streamed output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToolEvent {
@@ -207,6 +258,9 @@ pub enum ToolEvent {
     Content(String),
     /// A complete call; `index` counts calls in this response from 0.
     Call { index: usize, call: ToolCall },
+    /// A call the output ended inside of (cut off by `max_tokens`),
+    /// verbatim: neither run nor shown as content.
+    Unfinished(String),
 }
 
 /// Splits streamed model output into content and tool calls. Text that
@@ -282,13 +336,12 @@ impl ToolCallParser {
         out
     }
 
-    /// Ends the stream: whatever is held back is content (an unfinished
-    /// call included, verbatim).
+    /// Ends the stream: held-back text is content; a call still open is
+    /// [`ToolEvent::Unfinished`].
     pub fn finish(&mut self) -> Vec<ToolEvent> {
-        let mut rest = std::mem::take(&mut self.buffer);
-        if self.in_call {
-            rest.insert_str(0, CALL_OPEN);
-            self.in_call = false;
+        let rest = std::mem::take(&mut self.buffer);
+        if std::mem::take(&mut self.in_call) {
+            return vec![ToolEvent::Unfinished(format!("{CALL_OPEN}{rest}"))];
         }
         if rest.is_empty() {
             Vec::new()
@@ -303,7 +356,8 @@ impl ToolCallParser {
     }
 }
 
-/// Parses a whole response into its content and calls.
+/// Parses a whole response into its content and calls (an unfinished
+/// call is dropped).
 pub fn parse(text: &str) -> (String, Vec<ToolCall>) {
     let mut parser = ToolCallParser::new();
     let mut events = parser.push(text);
@@ -313,6 +367,7 @@ pub fn parse(text: &str) -> (String, Vec<ToolCall>) {
         match e {
             ToolEvent::Content(t) => content.push_str(&t),
             ToolEvent::Call { call, .. } => calls.push(call),
+            ToolEvent::Unfinished(_) => {}
         }
     }
     (content, calls)
@@ -384,6 +439,14 @@ mod tests {
             content,
             "a < b and <tool_call>not json</tool_call> end <tool"
         );
+        let mut p = ToolCallParser::new();
+        p.push("ok <tool_call>{\"name\": \"x\", \"argu");
+        assert_eq!(
+            p.finish(),
+            vec![ToolEvent::Unfinished(
+                "<tool_call>{\"name\": \"x\", \"argu".into()
+            )]
+        );
     }
 
     #[test]
@@ -395,7 +458,7 @@ mod tests {
             Err(ToolError::Duplicate("get_weather".into()))
         );
         assert_eq!(
-            validate(&[w.clone()], &ToolChoice::Function("nope".into())),
+            validate(std::slice::from_ref(&w), &ToolChoice::Function("nope".into())),
             Err(ToolError::UnknownChoice("nope".into()))
         );
         assert_eq!(

@@ -31,11 +31,13 @@ fn specs() -> Vec<ToolSpec> {
         ToolSpec {
             name: "set_timer".into(),
             description: "Start a countdown timer".into(),
+            // Local definitions, as schema generators write them.
             parameters: json!({
                 "type": "object",
-                "properties": {"minutes": {"type": "integer", "minimum": 1, "maximum": 120}},
+                "properties": {"minutes": {"$ref": "#/$defs/Minutes"}},
                 "required": ["minutes"],
-                "additionalProperties": false
+                "additionalProperties": false,
+                "$defs": {"Minutes": {"type": "integer", "minimum": 1, "maximum": 120}}
             }),
         },
     ]
@@ -106,7 +108,13 @@ fn required_and_named_choices_yield_calls_that_fit_the_schema() {
     );
     let (_, calls) = tools::parse(&text);
     assert!(!calls.is_empty(), "{text}");
-    assert!(calls.iter().all(|c| c.name == "set_timer"), "{text}");
+    for call in &calls {
+        assert_eq!(call.name, "set_timer");
+        let args: Value = serde_json::from_str(&call.arguments).unwrap();
+        let m = args["minutes"].as_i64().unwrap();
+        assert!((1..=120).contains(&m), "{args}");
+    }
+    assert!(!text.contains("\n    "), "arguments are compact: {text}");
 }
 
 #[test]
