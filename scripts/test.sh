@@ -14,6 +14,9 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "fetching test models into ${HEARTH_HOME:-$HOME/.cache/hearth}"
 scripts/fetch-models.sh
 
+step "OpenAI client environment for the server tests"
+scripts/setup-client-venv.sh
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

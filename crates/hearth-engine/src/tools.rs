@@ -458,7 +458,10 @@ mod tests {
             Err(ToolError::Duplicate("get_weather".into()))
         );
         assert_eq!(
-            validate(std::slice::from_ref(&w), &ToolChoice::Function("nope".into())),
+            validate(
+                std::slice::from_ref(&w),
+                &ToolChoice::Function("nope".into())
+            ),
             Err(ToolError::UnknownChoice("nope".into()))
         );
         assert_eq!(

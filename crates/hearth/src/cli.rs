@@ -52,6 +52,11 @@ pub enum Command {
     },
     /// Measure prompt processing and decode speed, time to first token and peak memory.
     Bench(BenchArgs),
+    /// Serve the OpenAI-compatible HTTP API (chat, completions, embeddings).
+    ///
+    /// Prints `hearth: listening on http://HOST:PORT` once ready; stops on
+    /// Ctrl-C or SIGTERM.
+    Serve(ServeArgs),
     /// Install and list models.
     Models {
         #[command(subcommand)]
@@ -140,4 +145,44 @@ pub struct BenchArgs {
     /// Print `{"prefill_tok_s", "decode_tok_s", "ttft_ms", "peak_rss_mb", ...}` as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Model: a catalogue or installed name, or a path to a .gguf file. Its
+    /// name is the id clients send as `model`.
+    #[arg(long, short = 'm', default_value = hearth_models::store::DEFAULT_MODEL)]
+    pub model: String,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, default_value_t = hearth_server::DEFAULT_PORT)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on every /v1 route.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Threads for the forward pass (default: all cores).
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// Requests that may wait for a slot; more are refused with 429.
+    #[arg(long, default_value_t = hearth_engine::BatchConfig::default().max_queue)]
+    pub max_queue: usize,
+    /// Sequences generated together.
+    #[arg(long, default_value_t = hearth_engine::BatchConfig::default().max_running)]
+    pub max_running: usize,
+    /// Tokens per sequence, prompt plus answer (capped at the model's).
+    #[arg(long, default_value_t = hearth_engine::BatchConfig::default().context)]
+    pub context: usize,
+    /// KV cache blocks shared by all sequences.
+    #[arg(long, default_value_t = hearth_engine::BatchConfig::default().kv_blocks)]
+    pub kv_blocks: usize,
+    /// Embedding model for /v1/embeddings: an installed name or a model
+    /// directory; `none` turns embeddings off. Not installed means no
+    /// embeddings (the server still starts).
+    #[arg(long, default_value = "all-minilm-l6-v2")]
+    pub embeddings: String,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = hearth_server::DEFAULT_BODY_LIMIT)]
+    pub body_limit: usize,
 }

@@ -16,7 +16,7 @@ use hearth_models::store::ModelStore;
 use hearth_models::{ChatMessage, LoadOptions};
 use serde_json::json;
 
-use crate::cli::{Cli, Command, ModelArgs, ModelsCommand, SamplingArgs};
+use crate::cli::{Cli, Command, ModelArgs, ModelsCommand, SamplingArgs, ServeArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -49,6 +49,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => generate(&prompt, &model, &sampling, raw, json),
         Command::Tokenize { text, model, json } => tokenize(&text, &model, json),
         Command::Bench(args) => bench::run(&args),
+        Command::Serve(args) => serve(&args),
         Command::Models { command } => models(command),
     }
 }
@@ -222,6 +223,98 @@ fn tokenize(text: &str, model: &ModelArgs, json_out: bool) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: &ServeArgs) -> Result<ExitCode> {
+    let model = ModelArgs {
+        model: args.model.clone(),
+        threads: args.threads,
+        ctx: args.context,
+    };
+    let model_path = resolve_model(&model)?;
+    let (embeddings_dir, embeddings_hint) = resolve_embeddings(&args.embeddings);
+    if let Some(hint) = &embeddings_hint {
+        eprintln!("hearth: embeddings are off: {hint}");
+    }
+    let config = hearth_server::ServerConfig {
+        host: args.host.clone(),
+        port: args.port,
+        model_id: served_model_id(&args.model, &model_path),
+        model_path,
+        threads: model.n_threads(),
+        api_key: args.api_key.clone(),
+        batch: hearth_engine::BatchConfig {
+            max_queue: args.max_queue,
+            max_running: args.max_running,
+            context: args.context,
+            kv_blocks: args.kv_blocks,
+            ..hearth_engine::BatchConfig::default()
+        },
+        embeddings_dir,
+        embeddings_hint,
+        body_limit: args.body_limit,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(hearth_server::serve(config))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The id a model is served under: its store name, or for a file outside
+/// the store its file stem (its folder's name for a `model.gguf`).
+fn served_model_id(spec: &str, path: &std::path::Path) -> String {
+    let store_dir = hearth_core::hearth_home().join("models");
+    let in_store = path.parent().and_then(|dir| dir.parent()) == Some(store_dir.as_path());
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let folder = path
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .map(|s| s.to_string_lossy().into_owned());
+    match (in_store, stem.as_deref()) {
+        (true, _) | (false, Some("model")) => folder.unwrap_or_else(|| spec.to_owned()),
+        (false, Some(stem)) => stem.to_owned(),
+        (false, None) => spec.to_owned(),
+    }
+}
+
+/// The embedding model directory for `--embeddings`, or why there is none.
+/// Never pulls: a missing model turns embeddings off, it does not stop the server.
+fn resolve_embeddings(name: &str) -> (Option<PathBuf>, Option<String>) {
+    if name == "none" {
+        return (
+            None,
+            Some("the server was started with --embeddings none".into()),
+        );
+    }
+    let path = std::path::Path::new(name);
+    if path.is_dir() {
+        return (Some(path.to_path_buf()), None);
+    }
+    let store = ModelStore::new(&hearth_core::hearth_home());
+    match store.resolve(name, false, &mut hearth_models::store::NoProgress) {
+        Ok(path) if path.is_dir() => (Some(path), None),
+        Ok(path) => (
+            None,
+            Some(format!(
+                "'{name}' is not an embedding model directory ({})",
+                path.display()
+            )),
+        ),
+        Err(hearth_models::store::StoreError::NotInstalled { hint, .. }) => (
+            None,
+            Some(format!(
+                "the embedding model '{name}' is not installed; run `{hint}` and restart the server"
+            )),
+        ),
+        Err(e) => (
+            None,
+            Some(format!(
+                "the embedding model '{name}' is not available: {e}"
+            )),
+        ),
+    }
 }
 
 fn models(command: ModelsCommand) -> Result<ExitCode> {
