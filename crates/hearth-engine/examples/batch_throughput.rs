@@ -1,6 +1,6 @@
 //! Aggregate decode throughput of the batching scheduler at several
 //! concurrencies (no HTTP): `cargo run --release -p hearth-engine --example
-//! batch_throughput -- MODEL.gguf [THREADS]`.
+//! batch_throughput -- MODEL.gguf [THREADS] [1,4,16]`.
 
 use std::sync::Arc;
 use std::sync::mpsc::channel;
@@ -15,8 +15,12 @@ fn main() -> anyhow::Result<()> {
         .next()
         .ok_or_else(|| anyhow::anyhow!("usage: batch_throughput MODEL.gguf [THREADS]"))?;
     let n_threads = args.next().map(|t| t.parse()).transpose()?.unwrap_or(2);
+    let levels: Vec<usize> = match args.next() {
+        Some(list) => list.split(',').map(str::parse).collect::<Result<_, _>>()?,
+        None => vec![1, 4, 16],
+    };
     let engine = Arc::new(Engine::load(path.as_ref(), &LoadOptions { n_threads })?);
-    for concurrency in [1usize, 4, 16] {
+    for &concurrency in &levels {
         let batch = BatchEngine::start(
             engine.clone(),
             BatchConfig {

@@ -464,10 +464,7 @@ fn run_scheduler(
         s.drop_cancelled();
         s.admit();
         s.step();
-        counters.running.store(s.running.len(), Ordering::Relaxed);
-        counters
-            .kv_blocks_used
-            .store(s.blocks.in_use(), Ordering::Relaxed);
+        s.publish_counts();
     }
     for r in s.running.drain(..) {
         r.fail("the server is shutting down".into(), &mut s.blocks);
@@ -475,6 +472,16 @@ fn run_scheduler(
 }
 
 impl Scheduler<'_> {
+    /// Running sequences and blocks in use, for [`BatchEngine::stats`].
+    fn publish_counts(&self) {
+        self.counters
+            .running
+            .store(self.running.len(), Ordering::Relaxed);
+        self.counters
+            .kv_blocks_used
+            .store(self.blocks.in_use(), Ordering::Relaxed);
+    }
+
     fn next_queued(&mut self) -> Option<Queued> {
         let q = self.pending.take().or_else(|| self.rx.try_recv().ok())?;
         Some(q)
@@ -485,7 +492,9 @@ impl Scheduler<'_> {
         let mut i = 0;
         while i < self.running.len() {
             if self.running[i].request.sink.is_closed() {
-                let r = self.running.swap_remove(i);
+                let mut r = self.running.swap_remove(i);
+                self.blocks.release_all(&mut r.blocks);
+                self.publish_counts();
                 r.finish(FinishReason::Cancelled, &mut self.blocks);
             } else {
                 i += 1;
@@ -694,7 +703,10 @@ impl Scheduler<'_> {
         // Remove finished sequences, highest index first.
         done.sort_by_key(|&(i, _)| std::cmp::Reverse(i));
         for (i, outcome) in done {
-            let r = self.running.swap_remove(i);
+            let mut r = self.running.swap_remove(i);
+            // Counted before the client hears `Done`.
+            self.blocks.release_all(&mut r.blocks);
+            self.publish_counts();
             match outcome {
                 Ok(reason) => r.finish(reason, &mut self.blocks),
                 Err(message) => r.fail(message, &mut self.blocks),

@@ -163,6 +163,16 @@ pub fn render_result(content: &str) -> String {
 /// to their tool's schema; with `Auto` the answer is either text (not
 /// starting with `<`) or calls.
 pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Option<ConstraintSpec> {
+    grammar_with(tools, choice, true)
+}
+
+/// [`grammar`], allowing several calls in one answer only if `parallel`
+/// (OpenAI's `parallel_tool_calls`).
+pub fn grammar_with(
+    tools: &[ToolSpec],
+    choice: &ToolChoice,
+    parallel: bool,
+) -> Option<ConstraintSpec> {
     let allowed: Vec<&ToolSpec> = match choice {
         ToolChoice::None => return None,
         ToolChoice::Function(name) => tools.iter().filter(|t| &t.name == name).collect(),
@@ -201,8 +211,9 @@ pub fn grammar(tools: &[ToolSpec], choice: &ToolChoice) -> Option<ConstraintSpec
         }
         map.insert("x-guidance".into(), crate::constraint::json_options());
     }
+    let repeat = if parallel { " (\"\\n\" call)*" } else { "" };
     let calls = format!(
-        "calls: call (\"\\n\" call)*\ncall: \"{CALL_OPEN}\\n\" %json {schema} \"\\n{CALL_CLOSE}\"\n"
+        "calls: call{repeat}\ncall: \"{CALL_OPEN}\\n\" %json {schema} \"\\n{CALL_CLOSE}\"\n"
     );
     let start = match choice {
         ToolChoice::Auto => "start: calls | TEXT\nTEXT: /[^<](.|\\n)*/\n",

@@ -101,7 +101,8 @@ pub async fn create(
         }
         filters.push(Box::new(constraint));
     }
-    if let Some(grammar) = tools::grammar(&tool_use.specs, &tool_use.choice) {
+    let parallel = request.parallel_tool_calls.unwrap_or(true);
+    if let Some(grammar) = tools::grammar_with(&tool_use.specs, &tool_use.choice, parallel) {
         let constraint = response_format::compile(state.constraints(), &grammar, "tools")?;
         filters.push(Box::new(constraint));
     }

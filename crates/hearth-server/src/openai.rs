@@ -34,6 +34,8 @@ pub struct ChatCompletionRequest {
     pub response_format: Option<ResponseFormat>,
     pub tools: Option<Vec<Tool>>,
     pub tool_choice: Option<ToolChoice>,
+    /// `false`: at most one tool call per answer.
+    pub parallel_tool_calls: Option<bool>,
     pub logit_bias: Option<BTreeMap<String, f64>>,
     pub logprobs: Option<bool>,
     pub top_logprobs: Option<i64>,
