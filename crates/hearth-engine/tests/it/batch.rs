@@ -269,3 +269,59 @@ fn the_queue_is_bounded_and_bad_requests_are_refused_up_front() {
     let (_, _, done) = collect(&rx);
     assert_eq!(done.max_tokens_clamped_to, Some(room));
 }
+
+/// Tags every event with the request it belongs to.
+struct Tagged {
+    tag: usize,
+    tx: std::sync::mpsc::Sender<(usize, Event)>,
+}
+
+impl EventSink for Tagged {
+    fn send(&mut self, event: Event) -> bool {
+        self.tx.send((self.tag, event)).is_ok()
+    }
+}
+
+#[test]
+fn a_long_prompt_is_prefilled_in_chunks_while_running_streams_keep_decoding() {
+    let batch = start(BatchConfig {
+        context: 2048,
+        step_tokens: 256,
+        ..BatchConfig::default()
+    });
+    let (tx, rx) = channel();
+    let sink = Tagged {
+        tag: 0,
+        tx: tx.clone(),
+    };
+    batch
+        .submit(request(chat(PROMPTS[1]), 200, Box::new(sink)))
+        .unwrap();
+    // Wait until the first stream is decoding.
+    let (tag, first) = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    assert!(tag == 0 && matches!(first, Event::Token { .. }));
+
+    let words = "the quick brown fox jumps over the lazy dog ".repeat(70);
+    let long = chat(&words);
+    assert!(long.len() > 600, "{} tokens", long.len());
+    let sink = Tagged { tag: 1, tx };
+    batch
+        .submit(request(long.clone(), 1, Box::new(sink)))
+        .unwrap();
+    let mut tokens_meanwhile = 0;
+    loop {
+        match rx.recv_timeout(Duration::from_secs(120)).unwrap() {
+            (0, Event::Token { .. }) => tokens_meanwhile += 1,
+            (0, Event::Done(_)) => panic!("the first stream ended before the long prompt was read"),
+            (1, Event::Token { .. } | Event::Done(_)) => break,
+            (_, Event::Error(e)) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    // The long prompt takes at least len/256 steps; the stream gets a token in each.
+    assert!(
+        tokens_meanwhile + 1 >= long.len() / 256,
+        "{tokens_meanwhile} tokens streamed during a {}-token prefill",
+        long.len()
+    );
+}
