@@ -123,6 +123,7 @@ pub async fn create(
         sampling,
         stop: request.stop.map(|s| s.into_strings()).unwrap_or_default(),
         filter: filters.into_filter(),
+        kind: hearth_core::telemetry::EventKind::Chat,
     };
     let running = generation::submit(&state, job, "messages", arrived)?;
     let id = new_id("chatcmpl");

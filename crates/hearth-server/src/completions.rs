@@ -107,6 +107,7 @@ pub async fn create(
         sampling,
         stop: request.stop.map(|s| s.into_strings()).unwrap_or_default(),
         filter: filters.into_filter(),
+        kind: hearth_core::telemetry::EventKind::Completion,
     };
     let running = generation::submit(&state, job, "prompt", arrived)?;
     let echo = request.echo.unwrap_or(false).then_some(prompt_text);

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The route exists but not for this method (405).
     #[error("{method} is not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// The route exists but its feature is off on this server (404).
+    #[error("{0}")]
+    NotEnabled(String),
     /// The server cannot take requests now (503), e.g. while shutting down.
     #[error("{0}")]
     Unavailable(String),
@@ -90,7 +93,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::ModelNotFound { .. } | Self::RouteNotFound { .. } => StatusCode::NOT_FOUND,
+            Self::ModelNotFound { .. } | Self::RouteNotFound { .. } | Self::NotEnabled(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -110,7 +115,8 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> Option<&'static str> {
+    /// OpenAI's machine-readable error `code`.
+    pub fn code(&self) -> Option<&'static str> {
         match self {
             Self::InvalidRequest { code, .. } => *code,
             Self::ModelNotFound { .. } => Some("model_not_found"),
@@ -119,6 +125,7 @@ impl ApiError {
             Self::QueueFull { .. } => Some("rate_limit_exceeded"),
             Self::RouteNotFound { .. } => Some("unknown_url"),
             Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            Self::NotEnabled(_) => Some("not_enabled"),
             Self::Unavailable(_) => Some("service_unavailable"),
             Self::Internal(_) => Some("internal_error"),
         }

@@ -26,6 +26,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::telemetry::{self, Outcome};
+use hearth_core::telemetry::EventKind;
 
 /// The response header that reports a lowered `max_tokens`.
 pub const CLAMPED_HEADER: &str = "x-hearth-max-tokens-clamped";
@@ -37,6 +39,8 @@ pub struct Job {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub filter: Option<Box<dyn TokenFilter>>,
+    /// What kind of request this is, for its telemetry event.
+    pub kind: EventKind,
 }
 
 /// Delivers a request's events into a tokio channel.
@@ -69,6 +73,7 @@ pub struct Running {
     arrived: Instant,
     last_token: Option<Instant>,
     finished: bool,
+    kind: EventKind,
     /// `max_tokens` lowered to this to fit the context (known before the
     /// first token: the context and prompt length decide it).
     pub clamped_to: Option<usize>,
@@ -87,6 +92,7 @@ pub fn submit(
     let room = context.saturating_sub(job.prompt_tokens.len());
     let clamped_to = job.max_tokens.filter(|&n| n > room).map(|_| room);
     let (sender, events) = unbounded_channel();
+    let kind = job.kind;
     let request = BatchRequest {
         prompt_tokens: job.prompt_tokens,
         max_tokens: job.max_tokens,
@@ -119,6 +125,7 @@ pub fn submit(
         arrived,
         last_token: None,
         finished: false,
+        kind,
         clamped_to,
     })
 }
@@ -157,6 +164,7 @@ impl Running {
                 }
                 Event::Done(completion) => {
                     self.finished = true;
+                    self.record(Outcome::Done(&completion));
                     if completion.finish_reason == FinishReason::Cancelled {
                         return Some(Piece::Failed(ApiError::Unavailable(
                             "generation was cancelled: the server is shutting down".into(),
@@ -171,10 +179,16 @@ impl Running {
                     } else {
                         ApiError::Internal(format!("generation: {message}"))
                     };
+                    self.record(Outcome::Failed(error.code().unwrap_or("error")));
                     return Some(Piece::Failed(error));
                 }
             }
         }
+    }
+
+    fn record(&self, outcome: Outcome<'_>) {
+        let latency_ms = self.arrived.elapsed().as_secs_f64() * 1e3;
+        telemetry::record_request(&self.state, self.kind, latency_ms, outcome);
     }
 
     /// Waits for the whole text.
@@ -188,6 +202,15 @@ impl Running {
             }
         }
         Err(ApiError::Internal("the event stream ended twice".into()))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.finished {
+            // The client went away before the end.
+            self.record(Outcome::Failed("client_disconnected"));
+        }
     }
 }
 

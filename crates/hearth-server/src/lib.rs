@@ -29,13 +29,14 @@ pub mod metrics;
 mod models;
 pub mod openai;
 mod response_format;
+pub mod telemetry;
 mod validate;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -46,6 +47,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hearth_engine::{BatchConfig, BatchEngine, ConstraintFactory, Engine, EngineError};
 use hearth_models::LoadOptions;
+use hearth_watch::ingest::IngestLog;
 use serde_json::json;
 
 pub use embeddings::{BertEmbedder, EmbedError, Embedder};
@@ -83,6 +85,9 @@ pub struct ServerConfig {
     pub embeddings_hint: Option<String>,
     /// Largest request body in bytes.
     pub body_limit: usize,
+    /// Directory of the telemetry ingest log: enables `POST /v1/telemetry`
+    /// and records the server's own requests as events.
+    pub telemetry_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -99,6 +104,7 @@ impl ServerConfig {
             embeddings_dir: None,
             embeddings_hint: None,
             body_limit: DEFAULT_BODY_LIMIT,
+            telemetry_dir: None,
         }
     }
 }
@@ -121,6 +127,8 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Telemetry(String),
     #[error("server I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("a server task failed: {0}")]
@@ -142,6 +150,10 @@ struct Shared {
     embedder: Option<Arc<dyn Embedder>>,
     embeddings_hint: String,
     metrics: metrics::Metrics,
+    telemetry: Option<Arc<IngestLog>>,
+    /// Prefix of the ids of this process's own telemetry events.
+    instance_id: String,
+    events_recorded: AtomicU64,
     shutting_down: AtomicBool,
     started: Instant,
     created: u64,
@@ -174,9 +186,17 @@ pub struct AppStateBuilder {
     body_limit: usize,
     embedder: Option<Arc<dyn Embedder>>,
     embeddings_hint: Option<String>,
+    telemetry: Option<Arc<IngestLog>>,
 }
 
 impl AppStateBuilder {
+    /// The ingest log behind `POST /v1/telemetry` (and of the server's own
+    /// request events).
+    pub fn telemetry(mut self, log: Option<Arc<IngestLog>>) -> Self {
+        self.telemetry = log;
+        self
+    }
+
     pub fn api_key(mut self, key: Option<String>) -> Self {
         self.api_key = key;
         self
@@ -220,6 +240,9 @@ impl AppStateBuilder {
                         .to_owned()
                 }),
                 metrics: metrics::Metrics::default(),
+                telemetry: self.telemetry,
+                instance_id: format!("hearth-{}-{}", std::process::id(), openai::unix_time()),
+                events_recorded: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 started: Instant::now(),
                 created: openai::unix_time(),
@@ -239,7 +262,22 @@ impl AppState {
             body_limit: DEFAULT_BODY_LIMIT,
             embedder: None,
             embeddings_hint: None,
+            telemetry: None,
         }
+    }
+
+    /// The telemetry ingest log, when ingest is on.
+    pub fn telemetry(&self) -> Option<&Arc<IngestLog>> {
+        self.inner.telemetry.as_ref()
+    }
+
+    fn instance_id(&self) -> &str {
+        &self.inner.instance_id
+    }
+
+    /// Numbers this process's own telemetry events.
+    fn next_event_number(&self) -> u64 {
+        self.inner.events_recorded.fetch_add(1, Ordering::Relaxed)
     }
 
     pub fn model_id(&self) -> &str {
@@ -305,6 +343,7 @@ pub fn router(state: AppState) -> Router {
         .route("/chat/completions", post(chat::create))
         .route("/completions", post(completions::create))
         .route("/embeddings", post(embeddings::create))
+        .route("/telemetry", post(telemetry::ingest))
         .route("/models", get(models::list))
         .route("/models/{id}", get(models::retrieve))
         .route_layer(from_fn_with_state(state.clone(), auth::require_api_key))
@@ -376,11 +415,16 @@ pub async fn serve(config: ServerConfig) -> Result<(), ServerError> {
             .map_err(ServerError::Scheduler)?,
     );
     let (embedder, embeddings_hint) = load_embedder(&config);
+    let telemetry = match &config.telemetry_dir {
+        Some(dir) => Some(telemetry::open_log(dir).map_err(ServerError::Telemetry)?),
+        None => None,
+    };
     let state = AppState::builder(config.model_id.clone(), batch.clone())
         .api_key(config.api_key.clone())
         .body_limit(config.body_limit)
         .embedder(embedder)
         .embeddings_hint(embeddings_hint)
+        .telemetry(telemetry)
         .build();
 
     let address = format!("{}:{}", config.host, config.port);

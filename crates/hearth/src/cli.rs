@@ -185,4 +185,8 @@ pub struct ServeArgs {
     /// Largest request body in bytes.
     #[arg(long, default_value_t = hearth_server::DEFAULT_BODY_LIMIT)]
     pub body_limit: usize,
+    /// Directory of the telemetry ingest log: accepts `POST /v1/telemetry`
+    /// batches and records the server's own requests as events.
+    #[arg(long)]
+    pub telemetry_dir: Option<std::path::PathBuf>,
 }

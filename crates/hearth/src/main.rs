@@ -253,6 +253,7 @@ fn serve(args: &ServeArgs) -> Result<ExitCode> {
         embeddings_dir,
         embeddings_hint,
         body_limit: args.body_limit,
+        telemetry_dir: args.telemetry_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

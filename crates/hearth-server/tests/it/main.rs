@@ -10,3 +10,4 @@ mod errors;
 mod limits;
 mod observability;
 mod support;
+mod telemetry;

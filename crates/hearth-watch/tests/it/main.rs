@@ -1,0 +1,4 @@
+//! Integration tests of hearth-watch.
+
+mod ingest;
+mod rca;
