@@ -44,7 +44,7 @@ impl Default for BatchConfig {
             max_queue: 64,
             max_running: 16,
             context: 4096,
-            block_size: 32,
+            block_size: 16,
             kv_blocks: 1024,
             step_tokens: 256,
         }
@@ -521,8 +521,21 @@ impl Scheduler<'_> {
                 .blocks
                 .match_prefix(&q.request.prompt_tokens, prompt_len - 1);
             let needed = prompt_len.div_ceil(bs) - hit.len();
+            // A sequence still reading a prompt that shares more whole
+            // blocks with this one will publish them shortly: wait for them
+            // rather than compute the same keys twice.
+            let shared_soon = self
+                .running
+                .iter()
+                .filter(|r| r.n_cached < r.prompt_len)
+                .map(|r| common_prefix(&r.tokens[..r.prompt_len], &q.request.prompt_tokens))
+                .max()
+                .unwrap_or(0)
+                .min(prompt_len - 1)
+                / bs;
             // Leave every running sequence a block to grow into.
-            if needed + self.running.len() > self.blocks.available() && !self.running.is_empty() {
+            let short = needed + self.running.len() > self.blocks.available();
+            if (short || shared_soon > hit.len()) && !self.running.is_empty() {
                 let mut hit = hit;
                 self.blocks.release_all(&mut hit);
                 self.pending = Some(q);
@@ -713,6 +726,11 @@ impl Scheduler<'_> {
             }
         }
     }
+}
+
+/// Length of the common prefix of `a` and `b`.
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// Samples, streams and checks the end conditions of one sequence whose

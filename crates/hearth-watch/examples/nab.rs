@@ -8,6 +8,14 @@ use std::path::PathBuf;
 use anyhow::bail;
 use hearth_watch::run_nab;
 
+/// The normalised scores, in the order NAB lists its profiles.
+#[derive(serde::Serialize)]
+struct Summary {
+    standard: f64,
+    low_fp: f64,
+    low_fn: f64,
+}
+
 fn main() -> anyhow::Result<()> {
     let mut data = None;
     let mut detail = false;
@@ -24,14 +32,14 @@ fn main() -> anyhow::Result<()> {
     };
     let scores = run_nab(&data)?;
     let json = if detail {
-        serde_json::to_value(&scores)?
+        serde_json::to_string_pretty(&scores)?
     } else {
-        serde_json::json!({
-            "standard": scores.standard,
-            "low_fp": scores.low_fp,
-            "low_fn": scores.low_fn,
-        })
+        serde_json::to_string_pretty(&Summary {
+            standard: scores.standard,
+            low_fp: scores.low_fp,
+            low_fn: scores.low_fn,
+        })?
     };
-    println!("{}", serde_json::to_string_pretty(&json)?);
+    println!("{json}");
     Ok(())
 }

@@ -1,8 +1,10 @@
-//! Telemetry watch: streaming anomaly detectors and the NAB benchmark.
+//! Telemetry watch: the ingest log, root-cause localisation, streaming
+//! anomaly detectors and the NAB benchmark.
 //!
-//! Detectors are pure policy code: they take points and return scores and
-//! never touch files, clocks or the network, so they can be tested
-//! exhaustively. Only [`nab`] reads files, to load the benchmark corpus.
+//! Detectors ([`detect`]) are pure policy code: they take points and return
+//! scores and never touch files, clocks or the network, so they can be
+//! tested exhaustively. [`nab`] reads the benchmark corpus from disk and
+//! runs them over it.
 
 pub mod detect;
 mod error;

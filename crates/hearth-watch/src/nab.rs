@@ -20,8 +20,8 @@
 mod corpus;
 
 pub use corpus::{
-    CostMatrix, Corpus, LabeledSeries, Profile, Window, load_profiles, parse_series,
-    parse_timestamp,
+    Corpus, CostMatrix, LabeledSeries, Profile, Window, load_detector_results, load_profiles,
+    parse_series, parse_timestamp,
 };
 
 use std::path::Path;
@@ -180,7 +180,11 @@ pub struct ThresholdScore {
 /// Scores every distinct threshold of `rows`, from detecting nothing down
 /// to flagging every row, and returns the best; on ties the highest
 /// threshold wins. `window_count` bounds the corpus-wide window indices.
-fn best_threshold(mut rows: Vec<SweepRow>, costs: &CostMatrix, window_count: usize) -> ThresholdScore {
+fn best_threshold(
+    mut rows: Vec<SweepRow>,
+    costs: &CostMatrix,
+    window_count: usize,
+) -> ThresholdScore {
     rows.retain(|row| row.role != Role::Probation);
     rows.sort_by(|a, b| b.anomaly_score.total_cmp(&a.anomaly_score));
 
@@ -319,6 +323,23 @@ pub fn score_series(
         windows,
         false_positives,
     })
+}
+
+/// The corpus' raw score at a fixed threshold: the sum of every file's, as
+/// NAB's scoring step computes it for a threshold its optimiser recorded.
+pub fn score_at_threshold(
+    corpus: &Corpus,
+    scores: &[Vec<f64>],
+    costs: &CostMatrix,
+    threshold: f64,
+) -> Result<f64, WatchError> {
+    check_scores(corpus, scores)?;
+    corpus
+        .series
+        .iter()
+        .zip(scores)
+        .map(|(series, scores)| score_series(series, scores, costs, threshold).map(|file| file.raw))
+        .sum()
 }
 
 /// A detector's result under one profile.
@@ -480,10 +501,7 @@ fn check_series_scores(series: &LabeledSeries, scores: &[f64]) -> Result<(), Wat
             points: series.timestamps.len(),
         });
     }
-    match scores
-        .iter()
-        .position(|score| !(0.0..=1.0).contains(score))
-    {
+    match scores.iter().position(|score| !(0.0..=1.0).contains(score)) {
         Some(row) => Err(WatchError::ScoreOutOfRange {
             series: series.name.clone(),
             row,
@@ -522,7 +540,10 @@ mod tests {
             name: "test.csv".to_owned(),
             timestamps: (0..100).map(|i| i * 60).collect(),
             values: vec![0.0; 100],
-            windows: vec![Window { first: 40, last: 49 }],
+            windows: vec![Window {
+                first: 40,
+                last: 49,
+            }],
         }
     }
 
@@ -627,20 +648,37 @@ mod tests {
         assert_eq!(best.threshold, SWEEP_START);
         assert_eq!(best.score, -1.0);
         let all = score_series(&corpus.series[0], &everything[0], &standard(), 1.0).unwrap();
-        assert!((all.raw + 7.027_960_862_065_994).abs() < 1e-9, "{}", all.raw);
+        assert!(
+            (all.raw + 7.027_960_862_065_994).abs() < 1e-9,
+            "{}",
+            all.raw
+        );
     }
 
     #[test]
     fn null_and_perfect_detectors_bound_the_scale() {
         let mut other = series();
         other.name = "other.csv".to_owned();
-        other.windows = vec![Window { first: 20, last: 29 }, Window { first: 70, last: 79 }];
+        other.windows = vec![
+            Window {
+                first: 20,
+                last: 29,
+            },
+            Window {
+                first: 70,
+                last: 79,
+            },
+        ];
         let corpus = corpus(vec![series(), other], standard());
         let null = score_corpus(&corpus, &null_detector(&corpus)).unwrap();
         let perfect = score_corpus(&corpus, &perfect_detector(&corpus)).unwrap();
         for (null, perfect) in null.profiles.iter().zip(&perfect.profiles) {
             assert_eq!(null.normalized, 0.0, "{}", null.profile);
-            assert!((perfect.normalized - 100.0).abs() < TOLERANCE, "{}", perfect.profile);
+            assert!(
+                (perfect.normalized - 100.0).abs() < TOLERANCE,
+                "{}",
+                perfect.profile
+            );
             assert_eq!(perfect.perfect, 3.0);
         }
         assert_eq!(null.profiles[2].null, -6.0);

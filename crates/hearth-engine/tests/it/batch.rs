@@ -132,7 +132,9 @@ fn shared_prefix_blocks_are_reused_across_requests() {
     assert!(shared >= 32, "the system prompt spans whole blocks");
 
     let (tx, rx) = channel();
-    batch.submit(request(first, 8, Box::new(tx))).unwrap();
+    batch
+        .submit(request(first.clone(), 8, Box::new(tx)))
+        .unwrap();
     let (_, _, done) = collect(&rx);
     assert_eq!(done.usage.cached_prompt_tokens, 0);
 
@@ -148,6 +150,48 @@ fn shared_prefix_blocks_are_reused_across_requests() {
         "cached keys give the same continuation"
     );
     assert!(batch.stats().prefix_cache_hit_tokens >= (shared / 16 * 16) as u64);
+
+    // Two new questions at once: the second waits for the first to publish
+    // the shared blocks instead of computing them again.
+    let other_system = format!(
+        "{system} Always mention the time of the last reading, and if the \
+         readings disagree with each other, say which instrument you trust \
+         more and why, in plain words a neighbour would understand."
+    );
+    let prompt2 = |user: &str| {
+        engine
+            .encode_chat(&[
+                ChatMessage::new("system", other_system.as_str()),
+                ChatMessage::new("user", user),
+            ])
+            .unwrap()
+    };
+    let third = prompt2("Is it foggy by the harbour?");
+    let fourth = prompt2("How strong is the wind?");
+    let shared = third
+        .iter()
+        .zip(&fourth)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (tx3, rx3) = channel();
+    let (tx4, rx4) = channel();
+    batch.submit(request(third, 4, Box::new(tx3))).unwrap();
+    batch
+        .submit(request(fourth.clone(), 8, Box::new(tx4)))
+        .unwrap();
+    collect(&rx3);
+    let (tokens, _, done) = collect(&rx4);
+    assert_eq!(done.usage.cached_prompt_tokens, shared / 16 * 16);
+    assert_eq!(tokens, solo(&fourth, 8));
+    let before = first
+        .iter()
+        .zip(&fourth)
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(
+        shared / 16 > before / 16,
+        "the new part of the system prompt spans whole blocks"
+    );
 }
 
 #[test]

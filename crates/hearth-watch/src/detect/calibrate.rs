@@ -79,16 +79,26 @@ impl TailCalibrator {
         }
         // The tail is the highest bins holding at least `wanted` values.
         let wanted = (TAIL_FRACTION * n).clamp(MIN_TAIL_POINTS.min(n), self.tail_points);
-        let below = self.weights.last_at_most(self.total - wanted * self.increment);
+        let below = self
+            .weights
+            .last_at_most(self.total - wanted * self.increment);
         let threshold_bin = below.map_or(0, |bin| bin + 1).min(BINS - 1);
-        let below_weight = if threshold_bin == 0 { 0.0 } else { self.weights.prefix(threshold_bin - 1) };
+        let below_weight = if threshold_bin == 0 {
+            0.0
+        } else {
+            self.weights.prefix(threshold_bin - 1)
+        };
         let tail_weight = self.total - below_weight;
         let threshold = Self::lower_edge(threshold_bin);
         if value > threshold && tail_weight > 0.0 {
             // Exponential excesses with an uncertain rate: after k excesses
             // with mean m the predictive tail is (1 + y / (k m))^-k.
             let k = tail_weight / self.increment;
-            let below_moment = if threshold_bin == 0 { 0.0 } else { self.moments.prefix(threshold_bin - 1) };
+            let below_moment = if threshold_bin == 0 {
+                0.0
+            } else {
+                self.moments.prefix(threshold_bin - 1)
+            };
             let tail_moment = self.moments.prefix(BINS - 1) - below_moment;
             let mean_excess = (tail_moment / tail_weight - threshold).max(1e-9);
             let excess = value - threshold;
@@ -98,7 +108,12 @@ impl TailCalibrator {
         // Empirical body: values in higher bins and half of the value's own.
         let bin = Self::bin(value);
         let up_to = self.weights.prefix(bin);
-        let own = up_to - if bin == 0 { 0.0 } else { self.weights.prefix(bin - 1) };
+        let own = up_to
+            - if bin == 0 {
+                0.0
+            } else {
+                self.weights.prefix(bin - 1)
+            };
         let above = self.total - up_to + 0.5 * own;
         ((above / self.increment + 1.0) / (n + 1.0)).min(1.0)
     }
@@ -241,8 +256,8 @@ mod fenwick_tests {
         }
         for limit in [-1.0, 0.0, 1.0, 2.0, 3.4, 3.5, 6.4, 6.5, 7.0, 100.0] {
             let expected = (0..weights.len())
-                .filter(|&bin| weights[..=bin].iter().sum::<f64>() <= limit)
-                .last();
+                .rev()
+                .find(|&bin| weights[..=bin].iter().sum::<f64>() <= limit);
             assert_eq!(tree.last_at_most(limit), expected, "{limit}");
         }
     }

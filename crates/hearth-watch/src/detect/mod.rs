@@ -1,9 +1,9 @@
 //! Streaming anomaly detection for one metric.
 //!
 //! [`Detector`] scores each point of a stream in `[0, 1]` from what it has
-//! seen before, one point at a time, in constant memory per metric. Four
+//! seen before, one point at a time, in bounded memory per metric. Four
 //! robust tests look at the point in different ways — a spike against the
-//! last day's median ([`spike`]), a sustained level shift between two
+//! recent median ([`spike`]), a sustained level shift between two
 //! adjacent windows ([`shift`]), a departure from the same time on previous
 //! days ([`seasonal`]), a change of variability ([`spread`]) — and each
 //! raw statistic is turned into a tail probability by a calibrator that
@@ -201,13 +201,19 @@ impl Detector {
             Test::Shift(ShiftTest::new(config.shift_points, window)),
         ];
         if config.seasonal_days > 0 {
-            tests.push(Test::Seasonal(SeasonalTest::new(config.seasonal_days, window)));
+            tests.push(Test::Seasonal(SeasonalTest::new(
+                config.seasonal_days,
+                window,
+            )));
         }
         tests.push(Test::Spread(SpreadTest::new(config.spread_points, window)));
         let calibrator = TailCalibrator::new(config.calibration_half_life, config.tail_points);
         Detector {
             seen: 0,
-            tests: tests.into_iter().map(|test| (test, calibrator.clone())).collect(),
+            tests: tests
+                .into_iter()
+                .map(|test| (test, calibrator.clone()))
+                .collect(),
             range: RangeNovelty::new(config.range_margin),
             grid: GridNovelty::new(config.grid_width, config.grid_points),
             recent: VecDeque::with_capacity(config.suppression_points + 1),
@@ -335,7 +341,10 @@ mod tests {
         let onset = after[..6].iter().copied().fold(0.0, f64::max);
         let noise_max = before[1_000..].iter().copied().fold(0.0, f64::max);
         assert!(onset > 0.5, "onset scored {onset}");
-        assert!(onset > noise_max + 0.1, "onset {onset} against noise {noise_max}");
+        assert!(
+            onset > noise_max + 0.1,
+            "onset {onset} against noise {noise_max}"
+        );
         // Suppression: the rest of the episode adds at most a few reports.
         let reports = after.iter().filter(|&&score| score > 0.0).count();
         assert!(reports <= 3, "{reports} reports: {after:?}");
@@ -347,7 +356,13 @@ mod tests {
         let mut detector = Detector::new(DetectorConfig::default());
         // Hourly samples with a business-hours peak, for three weeks.
         let hour = 3_600;
-        let level = |h: i64| if (9..17).contains(&(h % 24)) { 80.0 } else { 20.0 };
+        let level = |h: i64| {
+            if (9..17).contains(&(h % 24)) {
+                80.0
+            } else {
+                20.0
+            }
+        };
         for h in 0..24 * 21 {
             detector.update(Point {
                 time: h * hour,
@@ -362,7 +377,10 @@ mod tests {
         });
         let explanation = detector.explanation();
         assert!(score > 0.0);
-        assert_eq!(explanation.strongest().map(|test| test.component), Some(Component::Seasonal));
+        assert_eq!(
+            explanation.strongest().map(|test| test.component),
+            Some(Component::Seasonal)
+        );
         assert!(!explanation.beyond_range);
     }
 
@@ -391,7 +409,10 @@ mod tests {
                 // Irregular and occasionally repeated or backward timestamps.
                 time += (noise.uniform() * 600.0) as i64 - 20;
                 let value = match i % 97 {
-                    0 => specials[(noise.uniform() * specials.len() as f64) as usize % specials.len()],
+                    0 => {
+                        specials
+                            [(noise.uniform() * specials.len() as f64) as usize % specials.len()]
+                    }
                     1..=10 => (noise.uniform() * 1e6).powi(3),
                     _ => noise.normal() * (1.0 + seed as f64),
                 };

@@ -85,7 +85,8 @@ impl GridNovelty {
         let Some((origin, width)) = self.grid else {
             self.learning.push(value);
             if self.learning.len() >= self.learning_points
-                && let (Some(median), Some(scale)) = (self.learning.median(), self.learning.robust_scale())
+                && let (Some(median), Some(scale)) =
+                    (self.learning.median(), self.learning.robust_scale())
             {
                 let width = scale * self.width;
                 if width > 0.0 && width.is_finite() {

@@ -50,7 +50,7 @@ impl SeasonalTest {
         }
         self.scratch.sort_by(f64::total_cmp);
         let mid = self.scratch.len() / 2;
-        Some(if self.scratch.len() % 2 == 0 {
+        Some(if self.scratch.len().is_multiple_of(2) {
             0.5 * (self.scratch[mid - 1] + self.scratch[mid])
         } else {
             self.scratch[mid]
@@ -63,7 +63,9 @@ impl SeasonalTest {
         let mut statistic = None;
         if let Some(prediction) = self.prediction(time) {
             let residual = value - prediction;
-            if let (Some(median), Some(scale)) = (self.residuals.median(), self.residuals.robust_scale()) {
+            if let (Some(median), Some(scale)) =
+                (self.residuals.median(), self.residuals.robust_scale())
+            {
                 statistic = Some((residual - median).abs() / scale);
             }
             self.residuals.push(residual);
@@ -89,7 +91,13 @@ mod tests {
     fn a_missing_daily_peak_is_seen_against_previous_days() {
         let hour = 3_600;
         let mut test = SeasonalTest::new(3, 100);
-        let daily = |h: i64| if (9..17).contains(&(h % 24)) { 80.0 } else { 20.0 };
+        let daily = |h: i64| {
+            if (9..17).contains(&(h % 24)) {
+                80.0
+            } else {
+                20.0
+            }
+        };
         // Jitter that does not repeat with the day, so residuals vary.
         let jitter = |h: i64| [0.5, -0.3, 0.1, -0.6, 0.2, 0.4, -0.1][(h % 7) as usize];
         let mut ordinary: f64 = 0.0;

@@ -71,7 +71,10 @@ mod tests {
             test.observe(10.0 + if i % 2 == 0 { 1.0 } else { -1.0 });
         }
         let statistics: Vec<f64> = (0..5)
-            .map(|i| test.observe(20.0 + if i % 2 == 0 { 1.0 } else { -1.0 }).unwrap())
+            .map(|i| {
+                test.observe(20.0 + if i % 2 == 0 { 1.0 } else { -1.0 })
+                    .unwrap()
+            })
             .collect();
         // The median moves once three of the five recent points have shifted.
         assert!(statistics[1] < 1.0, "{statistics:?}");

@@ -25,7 +25,9 @@ impl SpreadTest {
     pub fn observe(&mut self, value: f64) -> Option<f64> {
         self.recent.push(value);
         let statistic = match (self.recent.robust_scale(), self.baseline.robust_scale()) {
-            (Some(recent), Some(baseline)) if self.recent.is_full() => Some((recent / baseline).ln().abs()),
+            (Some(recent), Some(baseline)) if self.recent.is_full() => {
+                Some((recent / baseline).ln().abs())
+            }
             _ => None,
         };
         self.baseline.push(value);
@@ -46,7 +48,9 @@ mod tests {
         }
         let mut flapping = 0.0;
         for i in 0..10 {
-            flapping = test.observe(if i % 2 == 0 { 5.0 } else { 15.0 }).unwrap_or(0.0);
+            flapping = test
+                .observe(if i % 2 == 0 { 5.0 } else { 15.0 })
+                .unwrap_or(0.0);
         }
         assert!(calm < 0.5, "{calm}");
         assert!(flapping > 3.0, "{flapping}");

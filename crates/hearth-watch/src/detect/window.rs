@@ -79,7 +79,11 @@ impl SortedWindow {
             let n = self.arrival.len() as f64;
             self.reference = self.arrival.iter().sum::<f64>() / n;
             self.sum = self.arrival.iter().map(|v| v - self.reference).sum();
-            self.sum_squares = self.arrival.iter().map(|v| (v - self.reference).powi(2)).sum();
+            self.sum_squares = self
+                .arrival
+                .iter()
+                .map(|v| (v - self.reference).powi(2))
+                .sum();
         } else {
             let added = value - self.reference;
             let removed = evicted.unwrap_or(0.0);
@@ -197,7 +201,11 @@ mod tests {
         for i in 0..10_000 {
             window.push(1e9 + if i % 2 == 0 { 1.0 } else { -1.0 });
         }
-        assert!((window.std_dev() - 1.0).abs() < 1e-6, "{}", window.std_dev());
+        assert!(
+            (window.std_dev() - 1.0).abs() < 1e-6,
+            "{}",
+            window.std_dev()
+        );
         // The quartiles are 1e9 - 1 and 1e9 + 1.
         let scale = window.robust_scale().unwrap();
         assert!((scale - 2.0 / (2.0 * 0.674_49)).abs() < 1e-6, "{scale}");

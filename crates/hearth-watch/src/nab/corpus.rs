@@ -112,6 +112,58 @@ impl Corpus {
     }
 }
 
+/// Reads another detector's NAB results: `results_dir/<detector>/<group>/
+/// <detector>_<file>.csv` for every series of `corpus`, each with an
+/// `anomaly_score` column, as NAB writes them. Returns one score vector per
+/// series, in the corpus' order.
+pub fn load_detector_results(
+    results_dir: &Path,
+    detector: &str,
+    corpus: &Corpus,
+) -> Result<Vec<Vec<f64>>, WatchError> {
+    corpus
+        .series
+        .iter()
+        .map(|series| {
+            let (group, file) = series.name.rsplit_once('/').unwrap_or(("", &series.name));
+            let path = results_dir
+                .join(detector)
+                .join(group)
+                .join(format!("{detector}_{file}"));
+            let text = read_text(&path)?;
+            parse_anomaly_scores(&path, &text)
+        })
+        .collect()
+}
+
+fn parse_anomaly_scores(path: &Path, text: &str) -> Result<Vec<f64>, WatchError> {
+    let parse_error = |line: usize, message: String| WatchError::Parse {
+        path: PathBuf::from(path),
+        line,
+        message,
+    };
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let column = header
+        .split(',')
+        .position(|name| name.trim() == "anomaly_score")
+        .ok_or_else(|| parse_error(1, "no anomaly_score column".to_owned()))?;
+    lines
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            let field = line
+                .split(',')
+                .nth(column)
+                .ok_or_else(|| parse_error(index + 2, "row too short".to_owned()))?;
+            field
+                .trim()
+                .parse()
+                .map_err(|_| parse_error(index + 2, format!("not a number: {field:?}")))
+        })
+        .collect()
+}
+
 #[derive(Deserialize)]
 struct ProfileJson {
     #[serde(rename = "CostMatrix")]
@@ -162,13 +214,17 @@ pub fn parse_series(path: &Path, text: &str) -> Result<(Vec<i64>, Vec<f64>), Wat
         let (time, value) = line
             .split_once(',')
             .ok_or_else(|| parse_error(index + 1, format!("expected timestamp,value: {line:?}")))?;
-        let time = parse_timestamp(time).map_err(|error| parse_error(index + 1, error.to_string()))?;
+        let time =
+            parse_timestamp(time).map_err(|error| parse_error(index + 1, error.to_string()))?;
         let value: f64 = value
             .trim()
             .parse()
             .map_err(|_| parse_error(index + 1, format!("not a number: {value:?}")))?;
         if !value.is_finite() {
-            return Err(parse_error(index + 1, format!("not a finite number: {value}")));
+            return Err(parse_error(
+                index + 1,
+                format!("not a finite number: {value}"),
+            ));
         }
         timestamps.push(time);
         values.push(value);
@@ -196,7 +252,9 @@ fn locate_windows(
         let (Some(first), Some(last)) = (first, last) else {
             return Err(not_found(start, end));
         };
-        let overlaps = located.last().is_some_and(|previous| previous.last >= first);
+        let overlaps = located
+            .last()
+            .is_some_and(|previous| previous.last >= first);
         if last < first || overlaps {
             return Err(not_found(start, end));
         }
@@ -284,8 +342,16 @@ mod tests {
             parse_timestamp("2014-04-10 07:15:00.000000").unwrap(),
             parse_timestamp("2014-04-10 07:15:00").unwrap()
         );
-        assert_eq!(parse_timestamp("2016-02-29 23:59:59").unwrap(), 1_456_790_399);
-        for bad in ["2015-02-29 00:00:00", "2014-04-10 07:15", "2014-04-10 07:15:00.5", "x"] {
+        assert_eq!(
+            parse_timestamp("2016-02-29 23:59:59").unwrap(),
+            1_456_790_399
+        );
+        for bad in [
+            "2015-02-29 00:00:00",
+            "2014-04-10 07:15",
+            "2014-04-10 07:15:00.5",
+            "x",
+        ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
     }

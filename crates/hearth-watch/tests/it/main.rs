@@ -1,4 +1,5 @@
 //! Integration tests of hearth-watch.
 
 mod ingest;
+mod nab;
 mod rca;
