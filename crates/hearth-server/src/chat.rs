@@ -59,18 +59,8 @@ pub async fn create(
             "logprobs are not supported",
         ));
     }
-    let stream = request.stream.unwrap_or(false);
-    if request.stream_options.is_some() && !stream {
-        return Err(ApiError::invalid(
-            "stream_options",
-            "stream_options is only allowed when stream is true",
-        ));
-    }
-    let include_usage = request
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let (stream, include_usage) =
+        validate::streaming(request.stream, request.stream_options.as_ref())?;
     let max_tokens = match request.max_completion_tokens {
         Some(n) => validate::max_tokens(Some(n), "max_completion_tokens")?,
         None => validate::max_tokens(request.max_tokens, "max_tokens")?,

@@ -37,18 +37,8 @@ pub async fn create(
     if request.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
         return Err(ApiError::invalid("suffix", "suffix is not supported"));
     }
-    let stream = request.stream.unwrap_or(false);
-    if request.stream_options.is_some() && !stream {
-        return Err(ApiError::invalid(
-            "stream_options",
-            "stream_options is only allowed when stream is true",
-        ));
-    }
-    let include_usage = request
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.include_usage)
-        .unwrap_or(false);
+    let (stream, include_usage) =
+        validate::streaming(request.stream, request.stream_options.as_ref())?;
     let max_tokens =
         validate::max_tokens(request.max_tokens, "max_tokens")?.unwrap_or(DEFAULT_MAX_TOKENS);
     let sampling = validate::sampling(SamplingInput {

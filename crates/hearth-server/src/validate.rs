@@ -10,7 +10,7 @@ use hearth_engine::SamplingParams;
 
 use crate::error::ApiError;
 use crate::filter::LogitBias;
-use crate::openai::fresh_u64;
+use crate::openai::{StreamOptions, fresh_u64};
 
 /// The sampling fields of a request, as sent.
 #[derive(Debug, Clone, Copy, Default)]
@@ -92,6 +92,24 @@ pub fn max_tokens(value: Option<i64>, param: &str) -> Result<Option<usize>, ApiE
             format!("{param} must be at least 1, got {n}"),
         )),
     }
+}
+
+/// `(stream, include_usage)`: `stream_options` only with `stream`.
+pub fn streaming(
+    stream: Option<bool>,
+    options: Option<&StreamOptions>,
+) -> Result<(bool, bool), ApiError> {
+    let stream = stream.unwrap_or(false);
+    if options.is_some() && !stream {
+        return Err(ApiError::invalid(
+            "stream_options",
+            "stream_options is only allowed when stream is true",
+        ));
+    }
+    Ok((
+        stream,
+        options.and_then(|o| o.include_usage).unwrap_or(false),
+    ))
 }
 
 /// `n` / `best_of`: only one choice per request is served.

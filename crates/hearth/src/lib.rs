@@ -89,7 +89,9 @@
 mod sdk;
 
 pub use hearth_engine::tools::{ToolCall, ToolChoice};
-pub use hearth_engine::{BatchConfig, BatchStats, Completion, Engine, FinishReason, Usage};
+pub use hearth_engine::{
+    BatchConfig, BatchStats, Completion, Engine, FinishReason, SamplingParams, Usage,
+};
 pub use hearth_models::store::{NoProgress, Progress};
 pub use hearth_models::{ChatMessage, LoadOptions};
 pub use schemars::{self, JsonSchema};

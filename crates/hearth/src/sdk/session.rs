@@ -53,54 +53,19 @@ const TEXT_ONLY_GRAMMAR: &str = "start: TEXT\nTEXT: /[^<](.|\\n)*/\n";
 pub struct GenerationOptions {
     /// Most tokens per round of an answer.
     pub max_tokens: usize,
-    /// Divides the logits; 0 is greedy.
-    pub temperature: f32,
-    /// Keep only the `top_k` most likely tokens; 0 disables.
-    pub top_k: usize,
-    /// Nucleus sampling threshold; 1 disables.
-    pub top_p: f32,
-    /// Drop tokens less likely than `min_p` times the most likely; 0 disables.
-    pub min_p: f32,
-    /// Penalty on recently generated tokens; 1 disables.
-    pub repeat_penalty: f32,
-    pub presence_penalty: f32,
-    pub frequency_penalty: f32,
-    /// Seed of the random draw (with `temperature > 0`).
-    pub seed: u64,
+    /// The sampling chain (temperature, top-k/p, min-p, penalties, seed);
+    /// its default is greedy.
+    pub sampling: SamplingParams,
     /// The answer ends before any of these strings.
     pub stop: Vec<String>,
 }
 
 impl Default for GenerationOptions {
     fn default() -> Self {
-        let sampling = SamplingParams::default();
         Self {
             max_tokens: 512,
-            temperature: sampling.temperature,
-            top_k: sampling.top_k,
-            top_p: sampling.top_p,
-            min_p: sampling.min_p,
-            repeat_penalty: sampling.repeat_penalty,
-            presence_penalty: sampling.presence_penalty,
-            frequency_penalty: sampling.frequency_penalty,
-            seed: sampling.seed,
+            sampling: SamplingParams::default(),
             stop: Vec::new(),
-        }
-    }
-}
-
-impl GenerationOptions {
-    fn sampling(&self) -> SamplingParams {
-        SamplingParams {
-            temperature: self.temperature,
-            top_k: self.top_k,
-            top_p: self.top_p,
-            min_p: self.min_p,
-            repeat_penalty: self.repeat_penalty,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-            seed: self.seed,
-            ..SamplingParams::default()
         }
     }
 }
@@ -440,7 +405,7 @@ impl Session {
         self.model.batch().submit(BatchRequest {
             prompt_tokens,
             max_tokens: Some(self.options.max_tokens),
-            sampling: self.options.sampling(),
+            sampling: self.options.sampling.clone(),
             stop: self.options.stop.clone(),
             filter: constraint.map(|c| Box::new(c) as Box<dyn TokenFilter>),
             sink: Box::new(sender),

@@ -364,7 +364,10 @@ fn schemas_and_tools_that_cannot_be_enforced_are_errors_that_leave_the_transcrip
     assert!(matches!(unknown_choice.respond("Hi"), Err(Error::Tools(_))));
 
     let mut bad_options = session.clone().options(GenerationOptions {
-        top_p: 7.0,
+        sampling: hearth::SamplingParams {
+            top_p: 7.0,
+            ..Default::default()
+        },
         ..GenerationOptions::default()
     });
     assert!(bad_options.respond("Hi").is_err());
