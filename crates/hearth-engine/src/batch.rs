@@ -559,7 +559,20 @@ impl Scheduler<'_> {
                 Some(m) => (m, None),
                 None => (room, None),
             };
-            let cached = hit.len() * bs;
+            let mut hit = hit;
+            let full_blocks = hit.len();
+            let mut cached = full_blocks * bs;
+            // Part of the next block may be cached too: copy those slots.
+            if let Some((src, n)) = self.blocks.match_partial(
+                hash,
+                &request.prompt_tokens[cached..],
+                prompt_len - 1 - cached,
+            ) && let Some(dst) = self.blocks.allocate()
+            {
+                self.pool.copy_block(src, dst, n);
+                hit.push(dst);
+                cached += n;
+            }
             self.counters
                 .prefix_hits
                 .fetch_add(cached as u64, Ordering::Relaxed);
@@ -571,7 +584,7 @@ impl Scheduler<'_> {
                 request,
                 sampler,
                 n_cached: cached,
-                n_published: hit.len(),
+                n_published: full_blocks,
                 blocks: hit,
                 prefix_hash: hash,
                 max_tokens,

@@ -37,6 +37,8 @@ pub struct BlockManager {
     /// Content of blocks registered in the prefix cache.
     content: Vec<Option<(u64, Cached)>>,
     by_hash: HashMap<u64, u32>,
+    /// Cached blocks by the hash of the prefix they follow.
+    children: HashMap<u64, Vec<u32>>,
     /// Blocks holding nothing reusable.
     free: Vec<u32>,
     /// Cached blocks no sequence uses, by the time they were released.
@@ -52,6 +54,7 @@ impl BlockManager {
             refs: vec![0; n_blocks],
             content: vec![None; n_blocks],
             by_hash: HashMap::new(),
+            children: HashMap::new(),
             free: (0..n_blocks as u32).rev().collect(),
             evictable: BTreeMap::new(),
             released_at: vec![0; n_blocks],
@@ -89,8 +92,9 @@ impl BlockManager {
             Some(b) => b,
             None => {
                 let (_, b) = self.evictable.pop_first()?;
-                if let Some((hash, _)) = self.content[b as usize].take() {
+                if let Some((hash, cached)) = self.content[b as usize].take() {
                     self.by_hash.remove(&hash);
+                    self.forget_child(cached.parent, b);
                 }
                 b
             }
@@ -135,6 +139,7 @@ impl BlockManager {
         if b < self.content.len() && self.content[b].is_none() && !self.by_hash.contains_key(&hash)
         {
             self.by_hash.insert(hash, block);
+            self.children.entry(parent).or_default().push(block);
             self.content[b] = Some((
                 hash,
                 Cached {
@@ -144,6 +149,38 @@ impl BlockManager {
             ));
         }
         hash
+    }
+
+    /// The cached block following the prefix hashed `parent` whose tokens
+    /// share the longest start with `next` (at most `max` tokens, fewer than
+    /// a whole block): its first slots hold exactly the keys and values a
+    /// sequence continuing with `next` needs, to be copied into a block of
+    /// its own. `None` when no cached block shares a token.
+    pub fn match_partial(&self, parent: u64, next: &[u32], max: usize) -> Option<(u32, usize)> {
+        let limit = max.min(next.len()).min(self.block_size - 1);
+        self.children
+            .get(&parent)?
+            .iter()
+            .filter_map(|&b| {
+                let (_, cached) = self.content[b as usize].as_ref()?;
+                let n = cached
+                    .tokens
+                    .iter()
+                    .zip(&next[..limit])
+                    .take_while(|(a, b)| a == b)
+                    .count();
+                (n > 0).then_some((b, n))
+            })
+            .max_by_key(|&(_, n)| n)
+    }
+
+    fn forget_child(&mut self, parent: u64, block: u32) {
+        if let Some(list) = self.children.get_mut(&parent) {
+            list.retain(|&b| b != block);
+            if list.is_empty() {
+                self.children.remove(&parent);
+            }
+        }
     }
 
     /// Drops one reference; an unreferenced cached block becomes evictable,
@@ -219,6 +256,28 @@ mod tests {
         assert!(hit.is_empty());
         assert!(m.allocate().is_some());
         assert!(m.allocate().is_none());
+    }
+
+    #[test]
+    fn a_partly_matching_cached_block_is_found() {
+        let mut m = BlockManager::new(4, 4);
+        let a = m.allocate().unwrap();
+        let h = m.register(a, ROOT_HASH, &[1, 2, 3, 4]);
+        let b = m.allocate().unwrap();
+        m.register(b, h, &[5, 6, 7, 8]);
+        assert_eq!(m.match_partial(h, &[5, 6, 9, 9], 8), Some((b, 2)));
+        // Never a whole block (that is a full match) nor past `max`.
+        assert_eq!(m.match_partial(h, &[5, 6, 7, 8], 8), Some((b, 3)));
+        assert_eq!(m.match_partial(h, &[5, 6, 7, 8], 1), Some((b, 1)));
+        assert_eq!(m.match_partial(h, &[9], 8), None);
+        assert_eq!(m.match_partial(ROOT_HASH, &[1, 2], 8), Some((a, 2)));
+        // Evicted blocks are no longer offered.
+        m.release(a);
+        m.release(b);
+        for _ in 0..4 {
+            m.allocate().unwrap();
+        }
+        assert_eq!(m.match_partial(h, &[5, 6], 8), None);
     }
 
     #[test]
