@@ -213,6 +213,8 @@ def main():
     ap.add_argument("--shared-concurrency", type=int, default=4)
     ap.add_argument("--shared-max-tokens", type=int, default=16)
     ap.add_argument("--only", choices=["hearth", "llama.cpp"], help="run one server only")
+    ap.add_argument("--no-interrupt", action="store_true",
+                    help="also run llama.cpp's server with interrupt_requests off (requests queue instead of cutting the running stream)")
     ap.add_argument("--out", default="bench-serve.json")
     args = ap.parse_args()
 
@@ -233,22 +235,36 @@ def main():
              "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
              "--n_ctx", "4096"],
             f"http://127.0.0.1:{port}", args.model_name, args)
+        if args.no_interrupt:
+            port = 18183
+            results["llama.cpp (no interrupt)"] = bench_server(
+                "llama.cpp (no interrupt)",
+                [sys.executable, "-m", "llama_cpp.server", "--model", args.model_path,
+                 "--model_alias", args.model_name, "--port", str(port),
+                 "--n_threads", str(args.threads), "--n_threads_batch", str(args.threads),
+                 "--n_ctx", "4096", "--interrupt_requests", "False"],
+                f"http://127.0.0.1:{port}", args.model_name, args)
 
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
-    if "hearth" in results and "llama.cpp" in results:
-        h, l = results["hearth"], results["llama.cpp"]
-        print(f"| workload | hearth | llama.cpp | ratio |")
-        print(f"|---|---|---|---|")
+    peers = [k for k in results if k.startswith("llama.cpp")]
+    if "hearth" in results and peers:
+        h = results["hearth"]
+        print("| workload | hearth | " + " | ".join(f"{p} | ratio" for p in peers) + " |")
+        print("|---|---|" + "---|---|" * len(peers))
+
+        def row(label, get, fmt):
+            cells = [f"{fmt(get(h))}"]
+            for p in peers:
+                v = get(results[p])
+                cells.append(f"{fmt(v)} | {get(h) / v:.2f}x")
+            print(f"| {label} | " + " | ".join(cells) + " |")
+
         for c in args.concurrency:
-            a, b = h[f"c{c}"]["tokens_per_s"], l[f"c{c}"]["tokens_per_s"]
-            print(f"| throughput, concurrency {c} (tok/s) | {a:.1f} | {b:.1f} | {a / b:.2f}x |")
-            a, b = h[f"c{c}"]["ttft_p50_ms"], l[f"c{c}"]["ttft_p50_ms"]
-            print(f"| TTFT p50, concurrency {c} (ms) | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
-            a, b = h[f"c{c}"]["ttft_p99_ms"], l[f"c{c}"]["ttft_p99_ms"]
-            print(f"| TTFT p99, concurrency {c} (ms) | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
-        a, b = h["shared_prefix"]["ttft_p50_ms"], l["shared_prefix"]["ttft_p50_ms"]
-        print(f"| shared system prompt, TTFT p50 (ms) | {a:.0f} | {b:.0f} | {a / b:.2f}x |")
+            row(f"throughput, concurrency {c} (tok/s)", lambda r: r[f"c{c}"]["tokens_per_s"], lambda v: f"{v:.1f}")
+            row(f"TTFT p50, concurrency {c} (ms)", lambda r: r[f"c{c}"]["ttft_p50_ms"], lambda v: f"{v:.0f}")
+            row(f"TTFT p99, concurrency {c} (ms)", lambda r: r[f"c{c}"]["ttft_p99_ms"], lambda v: f"{v:.0f}")
+        row("shared system prompt, TTFT p50 (ms)", lambda r: r["shared_prefix"]["ttft_p50_ms"], lambda v: f"{v:.0f}")
 
 
 if __name__ == "__main__":
