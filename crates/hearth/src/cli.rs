@@ -62,6 +62,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelsCommand,
     },
+    /// Fleet telemetry: simulate, ingest, detect and explain regressions.
+    Watch {
+        #[command(subcommand)]
+        command: crate::watch::WatchCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]

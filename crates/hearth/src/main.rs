@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod progress;
+mod watch;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -51,6 +52,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(args) => bench::run(&args),
         Command::Serve(args) => serve(&args),
         Command::Models { command } => models(command),
+        Command::Watch { command } => watch::run(command),
     }
 }
 

@@ -2,4 +2,5 @@
 
 mod ingest;
 mod nab;
+mod pipeline;
 mod rca;

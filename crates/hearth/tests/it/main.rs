@@ -5,3 +5,4 @@
 mod cli;
 mod sdk;
 mod serve;
+mod watch;
