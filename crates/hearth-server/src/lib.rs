@@ -10,7 +10,9 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions`,
 //! `POST /v1/embeddings`, `GET /v1/models[/{id}]` (behind the API key when one
-//! is set), `GET /health` and `GET /metrics` (open).
+//! is set), `GET /health` and `GET /metrics` (open); with a telemetry
+//! directory, the watch dashboard at `GET /watch` and its JSON under
+//! `/watch/api` (listed in the `dashboard` module).
 //!
 //! What OpenAI's schema has no field for goes in a `hearth` object of the
 //! response (queue and first-token times; a `max_tokens` lowered to fit the
@@ -20,6 +22,7 @@
 mod auth;
 mod chat;
 mod completions;
+mod dashboard;
 pub mod embeddings;
 pub mod error;
 mod extract;
@@ -352,6 +355,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics::scrape))
         .nest("/v1", v1)
+        .merge(dashboard::routes(&state))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(from_fn_with_state(state.clone(), metrics::track))

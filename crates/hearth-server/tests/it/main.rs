@@ -5,6 +5,7 @@
 
 mod chat;
 mod completions;
+mod dashboard;
 mod embeddings;
 mod errors;
 mod limits;
