@@ -97,8 +97,15 @@ fn main() -> anyhow::Result<()> {
             truth += 1;
             runs += 1;
             eprintln!(
-                "seed {seed} {name}: {}",
-                if found { "found" } else { "missed" }
+                "seed {seed} {name}: {} ({} alerts: {})",
+                if found { "found" } else { "missed" },
+                report.alerts.len(),
+                report
+                    .alerts
+                    .iter()
+                    .map(|a| format!("{} {}", a.metric.as_str(), a.root_cause_label()))
+                    .collect::<Vec<_>>()
+                    .join("; ")
             );
         }
     }
