@@ -88,6 +88,36 @@ pub(crate) struct Expected {
     pub size: Option<u64>,
 }
 
+/// Checks a download's size and SHA-256 against what was expected of it
+/// (`name` labels the error).
+fn check_download(
+    name: &str,
+    want_size: Option<u64>,
+    want_sha256: Option<&str>,
+    size: u64,
+    sha256: &str,
+) -> Result<(), StoreError> {
+    if let Some(want) = want_size
+        && want != size
+    {
+        return Err(StoreError::SizeMismatch {
+            name: name.to_owned(),
+            expected: want,
+            actual: size,
+        });
+    }
+    if let Some(want) = want_sha256
+        && !want.eq_ignore_ascii_case(sha256)
+    {
+        return Err(StoreError::ChecksumMismatch {
+            name: name.to_owned(),
+            expected: want.to_ascii_lowercase(),
+            actual: sha256.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
@@ -544,24 +574,13 @@ impl Staging {
             }
             Content::Linked => hash_file(&self.model_path, &format!("verifying {name}"), progress)?,
         };
-        if let Some(want) = expected.size
-            && want != size
-        {
-            return Err(StoreError::SizeMismatch {
-                name: name.to_owned(),
-                expected: want,
-                actual: size,
-            });
-        }
-        if let Some(want) = &expected.sha256
-            && !want.eq_ignore_ascii_case(&sha256)
-        {
-            return Err(StoreError::ChecksumMismatch {
-                name: name.to_owned(),
-                expected: want.to_ascii_lowercase(),
-                actual: sha256,
-            });
-        }
+        check_download(
+            name,
+            expected.size,
+            expected.sha256.as_deref(),
+            size,
+            &sha256,
+        )?;
         let mut magic = Vec::with_capacity(GGUF_MAGIC.len());
         File::open(&self.model_path)
             .and_then(|file| file.take(GGUF_MAGIC.len() as u64).read_to_end(&mut magic))
@@ -598,24 +617,7 @@ impl Staging {
                     reason: "it was expected but not written".to_owned(),
                 });
             };
-            if let Some(size) = want.size
-                && size != have.size
-            {
-                return Err(StoreError::SizeMismatch {
-                    name: label,
-                    expected: size,
-                    actual: have.size,
-                });
-            }
-            if let Some(sha256) = want.sha256
-                && !sha256.eq_ignore_ascii_case(&have.sha256)
-            {
-                return Err(StoreError::ChecksumMismatch {
-                    name: label,
-                    expected: sha256.to_ascii_lowercase(),
-                    actual: have.sha256.clone(),
-                });
-            }
+            check_download(&label, want.size, want.sha256, have.size, &have.sha256)?;
         }
         let digest = directory_digest(
             self.done
@@ -623,24 +625,13 @@ impl Staging {
                 .map(|file| (file.path.as_str(), file.sha256.as_str())),
         );
         let size = self.done.iter().map(|file| file.size).sum();
-        if let Some(want) = expected.size
-            && want != size
-        {
-            return Err(StoreError::SizeMismatch {
-                name: name.to_owned(),
-                expected: want,
-                actual: size,
-            });
-        }
-        if let Some(want) = &expected.sha256
-            && !want.eq_ignore_ascii_case(&digest)
-        {
-            return Err(StoreError::ChecksumMismatch {
-                name: name.to_owned(),
-                expected: want.to_ascii_lowercase(),
-                actual: digest,
-            });
-        }
+        check_download(
+            name,
+            expected.size,
+            expected.sha256.as_deref(),
+            size,
+            &digest,
+        )?;
         let mut manifest = new_manifest(name, origin, digest, size);
         manifest.files = self.done.clone();
         write_manifest(&self.install_dir, &manifest)?;
