@@ -6,7 +6,6 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail, ensure};
 use hearth_models::ModelError;
@@ -291,29 +290,6 @@ fn truncated_safetensors_is_an_error_not_a_panic() -> Result<()> {
         matches!(error, ModelError::BadSafetensors { .. }),
         "{error}"
     );
-    Ok(())
-}
-
-/// 16 short sentences, as the embeddings endpoint gets them; run with
-/// `--ignored` to see the time (the test machine has 2 cores).
-#[test]
-#[ignore = "timing; run on an otherwise idle machine"]
-fn sixteen_short_sentences_take_well_under_a_second() -> Result<()> {
-    let model = load_model()?;
-    let texts: Vec<String> = (0..16)
-        .map(|index| format!("Sentence number {index} talks about lighthouses and the sea."))
-        .collect();
-    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-    model.embed(&texts)?;
-    let start = Instant::now();
-    let runs = 5;
-    for _ in 0..runs {
-        model.embed(&texts)?;
-    }
-    let each = start.elapsed() / runs;
-    let tokens: usize = model.embed(&texts)?.iter().map(|e| e.n_tokens).sum();
-    eprintln!("16 sentences ({tokens} tokens): {each:?} per batch");
-    assert!(each.as_secs_f64() < 1.0, "{each:?}");
     Ok(())
 }
 
